@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import shutil
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
 from dlmkit.config import load_config
+from dlmkit.data.corpus import iter_documents
+from dlmkit.data.tokenizer import build_tokenizer
 from dlmkit.eval.perplexity import perplexity_table, render_table
 from dlmkit.io import write_json
 from dlmkit.train.checkpoint import load_model, step_folders
@@ -53,40 +58,59 @@ def split_corpus(data: Path, out: Path, held: float) -> tuple[Path, Path]:
     return train_dir, held_dir
 
 
+def kind_config(kind: str, args: argparse.Namespace, train_dir: Path, held_dir: Path):
+    return load_config(
+        "tiny",
+        [
+            f"model.kind={kind}",
+            f"train.steps={args.steps}",
+            f"train.batch_size={args.batch}",
+            f"train.eval_every={max(50, args.steps // 10)}",
+            f"train.save_every={max(100, args.steps // 4)}",
+            f"data.train={train_dir}",
+            f"data.valid={held_dir}",
+            f"out_dir={args.runs / kind}",
+        ],
+    )
+
+
+def train_one(kind: str, args: argparse.Namespace, train_dir: Path, held_dir: Path, threads: int) -> dict:
+    """Train one kind (in a worker process when ``--jobs`` > 1) with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    result = train(kind_config(kind, args, train_dir, held_dir), progress=not args.quiet and args.jobs == 1)
+    return {"train_seconds": time.perf_counter() - start, "tokens_per_s": result.tokens_per_s, "val_loss": result.val_loss}
+
+
+def val_curve(run: Path) -> list[dict]:
+    """(step, tokens, validation loss) at every evaluation of a run."""
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{"step": m["step"], "val_loss": m["val_loss"]} for m in metrics if "val_loss" in m]
+
+
 def train_all(args: argparse.Namespace, train_dir: Path, held_dir: Path) -> dict[str, dict]:
-    runs: dict[str, dict] = {}
-    tokenizer = None
+    """Train every kind not yet trained to ``--steps``, ``--jobs`` at a time, on one shared tokenizer."""
+    shared_tok = args.runs / "tokenizer"
+    if not (shared_tok / "tokenizer.json").is_file():
+        cfg = kind_config("ar", args, train_dir, held_dir)
+        build_tokenizer(cfg.tokenizer, iter_documents(cfg.data.train, text_field=cfg.data.text_field, doc_split=cfg.data.doc_split)).save(shared_tok)
+    todo = []
     for kind in KINDS:
         run = args.runs / kind
         done = step_folders(run) and step_folders(run)[0].name == f"step_{args.steps:07d}"
-        if args.retrain and run.exists():
-            shutil.rmtree(run)
-            done = False
-        if not done:
+        if args.retrain or not done:
             if run.exists():
                 shutil.rmtree(run)
-            if tokenizer is not None:
-                shutil.copytree(tokenizer, run / "tokenizer")
-            cfg = load_config(
-                "tiny",
-                [
-                    f"model.kind={kind}",
-                    f"train.steps={args.steps}",
-                    f"train.batch_size={args.batch}",
-                    f"train.eval_every={max(50, args.steps // 10)}",
-                    f"train.save_every={max(100, args.steps // 4)}",
-                    f"data.train={train_dir}",
-                    f"data.valid={held_dir}",
-                    f"out_dir={run}",
-                ],
-            )
-            start = time.perf_counter()
-            result = train(cfg, progress=not args.quiet)
-            runs[kind] = {"train_seconds": time.perf_counter() - start, "tokens_per_s": result.tokens_per_s, "val_loss": result.val_loss}
-        else:
-            metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-            runs[kind] = {"val_loss": [m["val_loss"] for m in metrics if "val_loss" in m][-1], "reused": True}
-        tokenizer = tokenizer or run / "tokenizer"
+            shutil.copytree(shared_tok, run / "tokenizer")
+            todo.append(kind)
+    runs: dict[str, dict] = {kind: {"reused": True} for kind in KINDS if kind not in todo}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {kind: pool.submit(train_one, kind, args, train_dir, held_dir, threads) for kind in todo}
+        runs.update({kind: f.result() for kind, f in futures.items()})
+    for kind in KINDS:
+        runs[kind]["val_curve"] = val_curve(args.runs / kind)
+        runs[kind]["val_loss"] = runs[kind]["val_curve"][-1]["val_loss"]
     return runs
 
 
@@ -149,6 +173,7 @@ def main() -> None:
     p.add_argument("--n-samples", type=int, default=16, help="Monte-Carlo samples of t per block (diffusion bounds)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--speed-batches", type=int, nargs="+", default=[1], help="batch sizes for the cached-sampler timing")
+    p.add_argument("--jobs", type=int, default=1, help="kinds trained at once (each gets cpu_count/jobs threads)")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/discrete_lm.json"))

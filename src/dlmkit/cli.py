@@ -39,7 +39,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         source = items.pop(0) if items and "=" not in items[0] else "tiny"
         cfg = load_config(source, items)
-    result = train(cfg, resume=bool(args.resume), progress=not args.no_progress, init_from=args.init_from)
+        if args.init_from:
+            cfg.model.init_from = args.init_from
+    result = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
     summary = {k: v for k, v in asdict(result).items() if k != "history"}
 
     def human() -> None:
@@ -370,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (preset or YAML, then key=value overrides)")
     t.add_argument("items", nargs="*", metavar="CONFIG|KEY=VALUE", help="preset (tiny, small, medium) or YAML file, then overrides")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly")
-    t.add_argument("--init-from", metavar="MODEL", help="start from these weights (same shape)")
+    t.add_argument("--init-from", metavar="MODEL",
+                   help="start from this model (dlmkit run/checkpoint or released SEDD/MDLM folder): its kind, shape, weights and tokenizer")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(t)
     t.set_defaults(func=cmd_train)

@@ -35,6 +35,10 @@ class ModelConfig:
     dropout: float = 0.0
     seq_len: int = 128  # context length; training blocks have this many tokens
     tie_weights: bool = False
+    # Start from this model instead of a fresh one: a dlmkit run or checkpoint, or a released
+    # SEDD / MDLM folder. Its kind, architecture, diffusion options, weights and tokenizer are
+    # used, and the fields above are overwritten with its values when the run starts.
+    init_from: Union[str, None] = None
 
 
 @dataclass

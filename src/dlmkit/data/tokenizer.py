@@ -123,10 +123,17 @@ class Tokenizer:
 
     @property
     def fingerprint(self) -> str:
-        """Stable hash of the tokenizer json and the specials (cache keys, teacher/student check)."""
+        """Stable hash of what decides token ids (cache keys, teacher/student check).
+
+        The normaliser, pre-tokeniser, model (vocabulary, merges), added tokens and specials;
+        not the post-processor (``encode`` adds no specials) nor the decoder, so that one
+        vocabulary read from different files (GPT-2's ``encoder.json`` or a ``tokenizer.json``)
+        has one fingerprint.
+        """
         if self._fingerprint is None:
-            blob = json.dumps({"tokenizer": json.loads(self._tok.to_str()), "specials": self.specials},
-                              sort_keys=True, ensure_ascii=False)
+            full = json.loads(self._tok.to_str())
+            ids_part = {k: full.get(k) for k in ("normalizer", "pre_tokenizer", "model", "added_tokens")}
+            blob = json.dumps({"tokenizer": ids_part, "specials": self.specials}, sort_keys=True, ensure_ascii=False)
             self._fingerprint = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
         return self._fingerprint
 

@@ -241,21 +241,24 @@ class TCSLoss:
 # ---- runs ----------------------------------------------------------------------------------
 
 
-def _student_source(student: str):
-    """(config, init_from) for ``--student``: a dlmkit diffusion run/checkpoint, else a preset or YAML."""
+def _student_config(student: str):
+    """The run config for ``--student``: a preset or YAML (from scratch), or a model folder to start
+    from (a dlmkit run or checkpoint, or a released SEDD / MDLM folder) as ``model.init_from``.
+
+    A student run keeps its own training settings (its ``config.yaml``); any other folder gets the
+    defaults, with the architecture taken from the checkpoint when the run starts.
+    """
     from pathlib import Path
 
-    from dlmkit.config import load_config
-    from dlmkit.train.checkpoint import resolve_model_folder
+    from dlmkit.config import RunConfig, load_config
 
     path = Path(student)
-    if path.is_dir():
-        model_folder = resolve_model_folder(path)
-        for cand in (path / "config.yaml", model_folder.parent.parent / "config.yaml"):
-            if cand.is_file():
-                return load_config(str(cand)), str(model_folder)
-        raise DlmError(f"{student}: a student run needs its run folder's config.yaml (give the run folder)")
-    return load_config(student), None
+    if not path.is_dir():
+        return load_config(student)
+    run_cfg = next((c for c in (path / "config.yaml", path.parent.parent / "config.yaml") if c.is_file()), None)
+    cfg = load_config(str(run_cfg)) if run_cfg is not None else RunConfig()
+    cfg.model.init_from = str(path)
+    return cfg
 
 
 def distill_tcs(
@@ -266,8 +269,9 @@ def distill_tcs(
 ) -> dict[str, Any]:
     """Train (or resume) a TCS-distilled diffusion student through the shared training loop.
 
-    ``student``: a preset/YAML (from scratch; an ``ar`` preset becomes ``kind`` or ``mdlm``) or a
-    dlmkit diffusion run/checkpoint (its config and weights; its tokenizer must be the teacher's).
+    ``student``: a preset/YAML (from scratch; an ``ar`` preset becomes ``kind`` or ``mdlm``), or a
+    model to improve: a dlmkit diffusion run or checkpoint, or a released SEDD / MDLM folder (its
+    architecture and weights, see ``model.init_from``; its tokenizer must be the teacher's).
     The student is given the teacher's tokenizer, written to ``OUT/teacher_tokenizer``. Returns the
     training summary plus the teacher's cost and share of the time. ``teacher_obj`` injects an
     already built :class:`Teacher` (tests, benchmarks) in place of loading ``teacher``.
@@ -279,18 +283,18 @@ def distill_tcs(
     from dlmkit.train.distributed import init_distributed
     from dlmkit.train.loop import Trainer, resume_config
 
-    init_from = None
-    student_tok = None
     if resume:
         cfg = resume_config(resume, list(overrides))
     else:
         if not student:
-            raise DlmError("give --student (a preset, a YAML file or a dlmkit diffusion run)")
-        cfg, init_from = _student_source(student)
-        if init_from is not None:
-            from dlmkit.data.tokenizer import Tokenizer
+            raise DlmError("give --student (a preset, a YAML file, a dlmkit diffusion run or a released SEDD / MDLM folder)")
+        cfg = _student_config(student)
+        if cfg.model.init_from:
+            from dlmkit.train.loop import load_start
 
-            student_tok = Tokenizer.load(init_from)
+            _, student_tok = load_start(cfg)  # fills cfg.model with the student's kind and shape
+            if kind and kind != cfg.model.kind:
+                raise DlmError(f"--kind {kind}: the student {student} is a {cfg.model.kind} model")
         elif cfg.model.kind == "ar" or kind:
             cfg.model.kind = kind or "mdlm"
         for item in overrides:
@@ -321,7 +325,7 @@ def distill_tcs(
     load_s = time.perf_counter() - t0
     if tch.tokenizer is None:
         raise DlmError("the teacher has no tokenizer to give the student")
-    if student_tok is not None:
+    if not resume and cfg.model.init_from:
         tch.check_tokenizer(student_tok)
     tch.check_length(cfg.model.seq_len)
     run = Path(cfg.out_dir)
@@ -331,7 +335,7 @@ def distill_tcs(
         cfg.tokenizer.kind, cfg.tokenizer.path = "hf", str((run / "teacher_tokenizer").resolve())
     loss_fn = TCSLoss(tch, estimator=d.tcs.estimator, k=d.tcs.top_k, alpha=d.tcs.alpha, batch=d.tcs.teacher_batch)
     rows0, tok0 = tch.forward_rows, tch.forward_tokens  # a shared teacher object keeps counting across runs
-    trainer = Trainer(cfg, resume=bool(resume), progress=progress, init_from=init_from, loss_fn=loss_fn)
+    trainer = Trainer(cfg, resume=bool(resume), progress=progress, loss_fn=loss_fn)
     tch.check_tokenizer(trainer.tokenizer)
     result = trainer.fit()
     summary = {k: v for k, v in asdict(result).items() if k != "history"}

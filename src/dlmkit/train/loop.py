@@ -143,12 +143,26 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> DlmModel:
     return DlmModel.build(m.kind, backbone, specials, asdict(cfg.diffusion))
 
 
+def load_start(cfg: RunConfig) -> tuple[DlmModel, Tokenizer]:
+    """The model ``model.init_from`` names, with its tokenizer; ``cfg.model`` is set to its kind and shape."""
+    path = cfg.model.init_from
+    assert path
+    model, tokenizer = ckpt.load_model(path)
+    if not isinstance(model, DlmModel):
+        raise DlmError(f"model.init_from={path}: a Hugging Face causal LM cannot start a dlmkit run "
+                       "(give a dlmkit run or checkpoint, or a released SEDD / MDLM folder)")
+    b = model.config["backbone"]
+    cfg.model.kind = model.kind
+    for field in ("n_layers", "d_model", "n_heads", "d_cond", "mlp_ratio", "dropout", "seq_len", "tie_weights"):
+        setattr(cfg.model, field, b[field])
+    return model, tokenizer
+
+
 class Trainer:
     """Holds a run's model, optimiser, data order and RNGs; ``fit()`` trains to ``cfg.train.steps``."""
 
     def __init__(
-        self, cfg: RunConfig, *, resume: bool = False, progress: bool = True, init_from: str | None = None,
-        loss_fn: LossFn | None = None,
+        self, cfg: RunConfig, *, resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
     ):
         self.info = init_distributed()
         self.loss_fn = loss_fn  # replaces method.loss in training steps (evaluation keeps the kind's own loss)
@@ -161,9 +175,12 @@ class Trainer:
             raise DlmError(f"{self.run_dir}: not a dlmkit run folder (no config.yaml): cannot resume")
         if not resume and ckpt.step_folders(self.run_dir):
             raise DlmError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another out_dir")
+        start = load_start(cfg) if cfg.model.init_from else None
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+            if start is not None and not (self.run_dir / "tokenizer" / "tokenizer.json").is_file():
+                start[1].save(self.run_dir / "tokenizer")
         self.cfg = cfg
         self.progress = progress and self.info.is_main
         t = cfg.train
@@ -175,9 +192,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.info)
         self.blocks, self.valid_blocks, self.valid_order = prepare_data(cfg, self.tokenizer, self.info)
-        self.model = build_model(cfg, self.tokenizer)
-        if init_from:
-            self.model.load_state_dict(read_weights(self.model, ckpt.resolve_model_folder(init_from) / ckpt.WEIGHTS_NAME))
+        if start is not None and start[1].fingerprint != self.tokenizer.fingerprint:
+            raise DlmError(f"model.init_from={cfg.model.init_from}: its tokenizer is not this run's ({self.run_dir / 'tokenizer'})")
+        self.model = start[0] if start is not None else build_model(cfg, self.tokenizer)
         self.model.to(self.info.device).train()
         self.method = self.model.method
         self.sharded = self.info.world > 1 and cfg.train.distributed == "fsdp"
@@ -497,8 +514,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, 
 
 
 def train(
-    cfg: RunConfig, *, resume: bool = False, progress: bool = True, init_from: str | None = None,
-    loss_fn: LossFn | None = None,
+    cfg: RunConfig, *, resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
 ) -> TrainResult:
     """Train (or resume) the run that ``cfg`` describes and return its summary.
 
@@ -506,4 +522,4 @@ def train(
     (e.g. a distillation objective); its metrics are averaged into ``metrics.jsonl`` and shown on
     the progress bar. It must draw its randomness from ``generator`` for runs to resume exactly.
     """
-    return Trainer(cfg, resume=resume, progress=progress, init_from=init_from, loss_fn=loss_fn).fit()
+    return Trainer(cfg, resume=resume, progress=progress, loss_fn=loss_fn).fit()
