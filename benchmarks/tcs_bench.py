@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", default="mdlm", choices=["mdlm", "sedd_absorb"])
     ap.add_argument("--size", default="quick", choices=sorted(SIZES))
     ap.add_argument("--stages", type=int, nargs="+", default=None, help="student steps at which to evaluate")
+    ap.add_argument("--batch", type=int, default=None, help="student batch (default: the size's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="runs/tcs_bench", help="folder for the runs")
     ap.add_argument("--out", default="benchmarks/results/tcs_bench.json")
@@ -102,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     from dlmkit.train.distributed import init_distributed
 
     size = dict(SIZES[args.size])
+    size["batch"] = args.batch or size["batch"]
     stages = args.stages or size["stages"]
     work = Path(args.work)
     valid = args.valid or args.data[0]
     device = init_distributed().device
-    result = {"benchmark": "tcs", "size": args.size, "kind": args.kind, "alpha": args.alpha, "top_k": args.top_k,
+    result = {"benchmark": "tcs", "size": args.size, "batch": size["batch"], "kind": args.kind, "alpha": args.alpha, "top_k": args.top_k,
               "data": list(args.data), "valid": valid, "device": str(device), "stages": stages, "rows": [], "teachers": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -256,7 +256,8 @@ def cmd_bench_latency(args: argparse.Namespace) -> None:
 
     result = latency_benchmark(args.model, ar=args.ar, steps=_ints(args.steps), lengths=_ints(args.lengths), batches=_ints(args.batch),
                                repeats=args.repeats, warmup=args.warmup, device=args.device, random_init=args.random_init,
-                               ar_random=not args.no_ar, sampler=args.sampler, progress=not args.no_progress)
+                               ar_random=not args.no_ar, sampler=args.sampler, max_timed_steps=args.max_timed_steps,
+                               progress=not args.no_progress)
     if args.plot:
         result["plot"] = plot_latency(result, args.plot)
     _emit(args, result, lambda: print(render_latency_table(result)))
@@ -332,6 +333,8 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     lat.add_argument("--repeats", type=int, default=5)
     lat.add_argument("--warmup", type=int, default=1)
     lat.add_argument("--sampler", default=None, help="diffusion sampler name (kind-specific)")
+    lat.add_argument("--max-timed-steps", type=int, default=None, metavar="N",
+                     help="time runs of more than N steps at N steps and scale (not for the cached masked sampler)")
     lat.add_argument("--device", default=None)
     lat.add_argument("--plot", default=None, help="write a PNG like the paper's Figure 1")
     lat.add_argument("--no-progress", action="store_true")

@@ -28,6 +28,20 @@ def test_latency_rows(latency, tmp_path):
     assert (tmp_path / "lat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.endswith("lat.png")
 
 
+def test_max_timed_steps_scales_linear_samplers_only():
+    res = latency_benchmark("sedd_absorb", random_init="tiny", ar_random=False, steps=[2, 6], lengths=[8], batches=[1], repeats=1,
+                            warmup=0, max_timed_steps=2, progress=False)
+    two, six = res["latency"]["rows"]
+    assert "extrapolated_from" not in two and six["extrapolated_from"] == 2 and six["nfe"] == 6
+    assert six["seconds_median"] > 0
+    with pytest.raises(DlmError, match="cached masked sampler"):
+        latency_benchmark("mdlm", random_init="tiny", ar_random=False, steps=[4], lengths=[8], batches=[1], repeats=1,
+                          max_timed_steps=2, progress=False)
+    rows = latency_benchmark("mdlm", random_init="tiny", ar_random=False, sampler="ancestral", steps=[4], lengths=[8], batches=[1],
+                             repeats=1, warmup=0, max_timed_steps=2, progress=False)["latency"]["rows"]
+    assert rows[0]["extrapolated_from"] == 2
+
+
 def test_latency_rejects_ar_first_and_long_lengths(ar_run, diffusion_runs):
     with pytest.raises(DlmError, match="AR model"):
         latency_benchmark(str(ar_run), steps=[1], lengths=[8], batches=[1], repeats=1, progress=False)

@@ -11,6 +11,12 @@ repeats divided by the batch size (seconds per sequence), the median itself, and
 network evaluations (the cached MDLM sampler skips calls while no token changes, so its NFE can
 be below ``steps``).
 
+With ``max_timed_steps=N``, a run of more than N steps is timed at N steps and scaled by
+steps / N (the row says ``extrapolated_from``): every step of the SEDD samplers and of the
+uncached masked sampler costs the same (one network call and one update), so this is the
+measured per-step cost, not a model of it. The cached masked sampler's cost depends on how many
+steps unmask a token, so it is always timed in full.
+
 Models can be trained folders or, with ``random_init=PRESET``, randomly initialised models of a
 preset's size (``tiny``, ``small``, ``medium``): latency does not depend on the weights, so no
 training is needed. Their context is set to the longest requested length.
@@ -47,6 +53,14 @@ def random_model(kind: str, preset: str, seq_len: int, device: torch.device) -> 
     torch.manual_seed(0)
     model = DlmModel.build(kind, backbone, specials, asdict(cfg.diffusion))
     return model.to(device).eval()
+
+
+def _cached_masked(model: Any, sampler: str | None) -> bool:
+    """Whether ``model`` samples with the cached masked sampler (explicitly or by its kind's default)."""
+    if model.kind not in ("mdlm", "mdlm_sigma"):
+        return False
+    default = "ancestral" if model.kind == "mdlm_sigma" else "cached"
+    return (sampler or model.method.options.get("sampler") or default) == "cached"
 
 
 def _sync(device: torch.device) -> None:
@@ -87,6 +101,7 @@ def latency_benchmark(
     random_init: str | None = None,
     ar_random: bool = True,
     sampler: str | None = None,
+    max_timed_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Rows of seconds per sequence: the diffusion model at each steps value, the AR model once.
@@ -122,13 +137,23 @@ def latency_benchmark(
     if too_long:
         raise DlmError(f"lengths {too_long} exceed a model's context ({diff.seq_len}{'' if ar_model is None else f', AR {ar_model.seq_len}'}); use shorter --lengths or --random-init")
     options = {"sampler": sampler} if sampler else {}
+    if max_timed_steps is not None:
+        if max_timed_steps < 1:
+            raise DlmError("--max-timed-steps must be >= 1")
+        if _cached_masked(diff, sampler):
+            raise DlmError("--max-timed-steps: the cached masked sampler's cost is not linear in steps; time it in full (or --sampler ancestral)")
     params = sum(p.numel() for p in diff.net.parameters())
     rows = []
     grid = [(L, b) for L in lengths for b in batches]
     bar = tqdm(total=len(grid) * (len(steps) + (ar_model is not None)), desc="latency", disable=not progress, leave=False)
     for L, b in grid:
         for s in steps:
-            r = time_sampler(diff, batch=b, length=L, steps=s, repeats=repeats, warmup=warmup, options=options)
+            timed = s if max_timed_steps is None else min(s, max_timed_steps)
+            r = time_sampler(diff, batch=b, length=L, steps=timed, repeats=repeats, warmup=warmup, options=options)
+            if timed < s:
+                scale = s / timed
+                r = {**r, "seconds_median": r["seconds_median"] * scale, "seconds_per_sequence": r["seconds_per_sequence"] * scale,
+                     "seconds_all": [t * scale for t in r["seconds_all"]], "nfe": s, "extrapolated_from": timed}
             rows.append({"model": name, "kind": diff.kind, "length": L, "batch": b, "steps": s, **r})
             bar.update()
         if ar_model is not None:
@@ -147,6 +172,7 @@ def latency_benchmark(
             "params": params,
             "ar_params": sum(p.numel() for p in ar_model.net.parameters()) if ar_model is not None else None,
             "sampler": sampler or "default",
+            "max_timed_steps": max_timed_steps,
         }
     }
 
@@ -190,7 +216,7 @@ def render_latency_table(result: dict[str, Any]) -> str:
     lat = result["latency"] if "latency" in result else result
     lines = ["| model | kind | length | batch | steps | NFE | s / sequence | s / batch (median) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in lat["rows"]:
-        steps = "-" if r["steps"] is None else r["steps"]
+        steps = "-" if r["steps"] is None else (f"{r['steps']} (x{r['steps'] // r['extrapolated_from']} of {r['extrapolated_from']})" if r.get("extrapolated_from") else r["steps"])
         lines.append(f"| {r['model']} | {r['kind']} | {r['length']} | {r['batch']} | {steps} | {r['nfe']} | {r['seconds_per_sequence']:.4g} | {r['seconds_median']:.4g} |")
     lines.append(f"\nDevice: {lat['device_name']} ({lat['threads']} threads); median of {lat['repeats']} runs after {lat['warmup']} warm-up.")
     return "\n".join(lines)
