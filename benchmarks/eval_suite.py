@@ -25,11 +25,11 @@ Usage (full)::
     python benchmarks/eval_suite.py --ar runs/ar --mdlm runs/mdlm --sedd runs/sedd_absorb \
         --out-dir benchmarks/results/eval_suite
 
-Quick version (~10 minutes on 2 CPU cores; a smoke test of the pipeline, not a reproduction:
-16 samples of 64 tokens per row, MAUVE on 40 prompts of 24 + 24 tokens and 2 seeds, 16 blocks
-per likelihood data set)::
+On 2 CPU cores, ``--size cpu`` (about half an hour: 32 samples per row at 16, 64 and 256 steps,
+MAUVE on 64 prompts of 50 + 50 tokens and 3 seeds, 48 blocks per likelihood data set) or
+``--quick`` (a smoke test of the pipeline, not a reproduction)::
 
-    python benchmarks/eval_suite.py --quick --ar runs/ar --mdlm runs/mdlm --sedd runs/sedd_absorb
+    python benchmarks/eval_suite.py --size cpu --ar runs/ar --mdlm runs/mdlm --sedd runs/sedd_absorb
 
 Writes ``results.json`` (every command's JSON) and ``report.md`` + PNG plots in ``--out-dir``.
 Data come from ``$DLM_SHARED_DATA`` (default ``<repo>/../shared/data``).
@@ -56,12 +56,22 @@ def log(msg: str) -> None:
     print(f"[eval_suite {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def settings(quick: bool) -> dict[str, Any]:
-    if quick:
-        # the CPU judge (SmolLM2-135M, ~50 tokens/s a core) dominates: keep its token count small
+SIZES = ("quick", "cpu", "full")
+SIZE_NOTES = {"quick": "Quick settings (a smoke test, not a reproduction).",
+              "cpu": "CPU settings (`--size cpu`, see benchmarks/eval_suite.py).", "full": "Full settings."}
+
+
+def settings(size: str) -> dict[str, Any]:
+    """How much of each evaluation to run. The CPU judge (SmolLM2-135M, ~50 tokens/s a core) and
+    the float64 SEDD sampler steps dominate on a CPU, so ``quick`` and ``cpu`` keep them small."""
+    if size == "quick":  # a smoke test of the pipeline (~6 minutes on 2 cores)
         return dict(ppl_sequences=16, ppl_samples=4, harness_limit=50, harness_samples=4, mauve_docs=40, mauve_seeds=[0, 1],
                     mauve_tokens=24, mauve_steps=32, gen_n=16, gen_length=64, gen_steps=[8, 32, 128], lat_steps=[1, 4, 16, 64],
                     lat_batches=[1, 4], lat_repeats=2)
+    if size == "cpu":  # the largest that fits about half an hour on 2 cores
+        return dict(ppl_sequences=48, ppl_samples=8, harness_limit=100, harness_samples=4, mauve_docs=64, mauve_seeds=[0, 1, 2],
+                    mauve_tokens=50, mauve_steps=64, gen_n=32, gen_length=None, gen_steps=[16, 64, 256], lat_steps=[1, 8, 32, 128],
+                    lat_batches=[1], lat_repeats=2)
     return dict(ppl_sequences=None, ppl_samples=16, harness_limit=None, harness_samples=32, mauve_docs=1000, mauve_seeds=[0, 1, 2, 3, 4],
                 mauve_tokens=50, mauve_steps=128, gen_n=256, gen_length=None, gen_steps=[32, 128, 1024], lat_steps=[1, 8, 32, 128, 1024],
                 lat_batches=[1, 32], lat_repeats=5)
@@ -76,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", default="smollm2", help="judge for generative perplexity and MAUVE features")
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "eval_suite"))
     p.add_argument("--data-dir", default=os.environ.get("DLM_SHARED_DATA", str(REPO / ".." / "shared" / "data")))
-    p.add_argument("--quick", action="store_true", help="small settings: ~10 minutes on 2 CPU cores")
+    p.add_argument("--size", choices=SIZES, default="full", help="quick: smoke test; cpu: ~30 minutes on 2 cores; full: GPU")
+    p.add_argument("--quick", action="store_true", help="same as --size quick")
     p.add_argument("--prompt-tokens", type=int, default=None, help="MAUVE prompt tokens (default: 50, quick 24; capped by the context)")
     p.add_argument("--continuation-tokens", type=int, default=None, help="MAUVE continuation tokens (default: 50, quick 24; capped)")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: ppl,harness,mauve,gen,latency")
@@ -93,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     from dlmkit.eval.report import write_report
     from dlmkit.train.checkpoint import load_model
 
-    cfg = settings(args.quick)
+    size = "quick" if args.quick else args.size
+    cfg = settings(size)
     skip = {s for s in args.skip.split(",") if s}
     data = Path(args.data_dir)
     out = Path(args.out_dir)
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {k: v for k, v in runs.items() if v}
     diffusion = [k for k in runs if k != "ar"]
     seq_lens = {k: load_model(v)[0].seq_len for k, v in runs.items()}
-    results: dict[str, Any] = {"settings": {**cfg, "quick": args.quick, "judge": args.judge, "runs": runs, "threads": torch.get_num_threads()}}
+    results: dict[str, Any] = {"settings": {**cfg, "size": size, "judge": args.judge, "runs": runs, "threads": torch.get_num_threads()}}
     start = time.perf_counter()
 
     if "ppl" not in skip:
@@ -172,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     notes = (
         f"Runs: {', '.join(f'{k}: `{v}`' for k, v in runs.items())}. Judge: {judge.name if judge else args.judge}. "
-        f"{'Quick settings (smoke test, not a reproduction).' if args.quick else 'Full settings.'} "
+        f"{SIZE_NOTES[size]} "
         f"Wall time {results['seconds']:.0f} s on {torch.get_num_threads()} threads.\n\n"
         "### Evaluation throughput\n\n"
         + "\n".join(f"- ELBO/NLL tokens per second, {k}: {v:.0f}" for k, v in results["throughput"]["elbo_tokens_per_s"].items())
