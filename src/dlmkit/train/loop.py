@@ -153,8 +153,8 @@ def load_start(cfg: RunConfig) -> tuple[DlmModel, Tokenizer]:
                        "(give a dlmkit run or checkpoint, or a released SEDD / MDLM folder)")
     b = model.config["backbone"]
     cfg.model.kind = model.kind
-    for field in ("n_layers", "d_model", "n_heads", "d_cond", "mlp_ratio", "dropout", "seq_len", "tie_weights"):
-        setattr(cfg.model, field, b[field])
+    for name in ("n_layers", "d_model", "n_heads", "d_cond", "mlp_ratio", "dropout", "seq_len", "tie_weights"):
+        setattr(cfg.model, name, b[name])
     return model, tokenizer
 
 
