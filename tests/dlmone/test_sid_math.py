@@ -147,3 +147,79 @@ def test_sid_weight_choices():
     assert torch.allclose(snr, abar / (1 - abar) ** 2)
     with pytest.raises(Exception):
         sid.sid_weight(diff, t, x, f, None, "bogus")
+
+
+def test_sid_loss_equals_sids_per_element_form_with_masks():
+    """Re-computation of SiD's generator loss written out per element, independent of ``sid``'s helpers:
+    sum over target elements of (f_phi - f_psi) * ((f_phi - x_g) - mu (f_phi - f_psi)), divided by
+    mean |x_g - f_phi| over the same elements (SiD's omega_t a_t^2 / sigma_t^4); dlmkit reports it per
+    target position (divided by the row's number of target positions)."""
+    diff = GaussianDiffusion.from_schedule("sqrt", 200)
+    B, L, D = 3, 6, 4
+    g = torch.Generator().manual_seed(5)
+    x_g = torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    noise = torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[False, False, True, True, True, True], [False, True, True, True, True, True], [False] * 3 + [True] * 3])
+    t = torch.tensor([3, 90, 180])
+    teacher, fake = smooth_denoiser(11, D), smooth_denoiser(12, D)
+    mu = 1.2
+    rows, parts = sid.sid_generator_loss(diff, x_g, teacher, fake, t, mask, mu=mu, weighting="sid", noise=noise)
+    abar = diff.alphas_cumprod[t].view(-1, 1, 1)
+    x_t = torch.where(mask.unsqueeze(-1), abar.sqrt() * x_g + (1 - abar).sqrt() * noise, x_g)
+    assert torch.allclose(parts["x_t"], x_t, rtol=0, atol=1e-12)
+    fp, fq = teacher(x_t, t), fake(x_t, t)
+    for b in range(B):
+        m = mask[b]
+        e_g, e_p, e_q = x_g[b][m], fp[b][m], fq[b][m]
+        ref = ((e_p - e_q) * ((e_p - e_g) - mu * (e_p - e_q))).sum() / (e_g - e_p).abs().mean()
+        assert torch.allclose(rows[b] * m.sum(), ref, rtol=1e-12), (b, rows[b] * m.sum(), ref)
+
+
+def test_sid_weighting_is_a_stop_gradient():
+    """With SiD's weight 1 / mean|x_g - f_phi| the gradient is that of the loss with the weight held
+    at its value (finite differences with the weight frozen), not of the loss with a live weight."""
+    diff = GaussianDiffusion.from_schedule("sqrt", 200)
+    B, L, D = 2, 4, 3
+    g = torch.Generator().manual_seed(8)
+    x_g = torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    noise = torch.randn(B, L, D, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[False, True, True, True], [False, False, True, True]])
+    t = torch.tensor([40, 120])
+    teacher, fake = smooth_denoiser(3, D), smooth_denoiser(4, D)
+    x = x_g.clone().requires_grad_(True)
+    rows, parts = sid.sid_generator_loss(diff, x, teacher, fake, t, mask, mu=1.2, weighting="sid", noise=noise)
+    (grad,) = torch.autograd.grad(rows.sum(), x)
+    w = parts["w"].detach()
+    assert not parts["w"].requires_grad
+
+    def frozen(xx):
+        x_t = diff.q_sample(xx, t, mask, noise=noise)
+        return sid.sid_loss_terms(xx, teacher(x_t, t), fake(x_t, t), w, mask, 1.2).sum()
+
+    def live(xx):
+        return sid.sid_generator_loss(diff, xx, teacher, fake, t, mask, mu=1.2, weighting="sid", noise=noise)[0].sum()
+
+    def fd(fn):
+        out = torch.zeros_like(x_g)
+        eps = 1e-6
+        for idx in torch.cartesian_prod(*(torch.arange(n) for n in x_g.shape)).tolist():
+            idx = tuple(idx)
+            xp, xm = x_g.clone(), x_g.clone()
+            xp[idx] += eps
+            xm[idx] -= eps
+            out[idx] = (fn(xp) - fn(xm)) / (2 * eps)
+        return out
+
+    assert torch.allclose(grad, fd(frozen), rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(grad, fd(live), rtol=1e-3, atol=1e-5)  # the weight's own derivative is left out
+
+
+def test_adversarial_losses_are_bce_with_real_1_and_fake_0():
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(2)
+    lr, lf = torch.randn(16, generator=g) * 3, torch.randn(16, generator=g) * 3
+    bce = F.binary_cross_entropy_with_logits
+    ref_d = bce(lr, torch.ones(16), reduction="none") + bce(lf, torch.zeros(16), reduction="none")
+    assert torch.allclose(sid.discriminator_loss(lr, lf), ref_d, atol=1e-6)
+    assert torch.allclose(sid.generator_adv_loss(lf), bce(lf, torch.ones(16), reduction="none"), atol=1e-6)

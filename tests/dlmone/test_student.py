@@ -140,3 +140,35 @@ def test_resume_continues_exactly(teacher_run, tmp_path, capsys):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_each_update_reaches_only_its_own_network(teacher_run, tmp_path):
+    """psi's update (Eq. 3 + Eq. 5) leaves the generator without gradients; theta's update (Eq. 4 +
+    Eq. 6) adds none to psi or the teacher. Both optimisers are SiD's AdamW(betas=(0, 0.999)) without
+    weight decay, and the frozen embedding table is in neither."""
+    d = distiller(teacher_run, tmp_path, ["stage1.b_adv=0.1"])
+    d._setup_stage(1, None)
+    for opt in (d.opt_theta, d.opt_psi):
+        for group in opt.param_groups:
+            assert tuple(group["betas"]) == (0.0, 0.999) and group["weight_decay"] == 0.0
+    in_opt = {id(p) for opt in (d.opt_theta, d.opt_psi) for group in opt.param_groups for p in group["params"]}
+    assert id(d.g_net.word_emb.weight) not in in_opt and id(d.psi.net.word_emb.weight) not in in_opt
+    seen: dict[str, object] = {}
+    psi_step = d.opt_psi.step
+
+    def record_psi_step(*args, **kwargs):
+        seen["student_grads"] = [p.grad for p in d.student.parameters()]
+        seen["disc_head_grad"] = d.psi.disc_head[2].weight.grad is not None
+        out = psi_step(*args, **kwargs)
+        seen["psi_grads"] = {n: (None if p.grad is None else p.grad.clone()) for n, p in d.psi.named_parameters()}
+        return out
+
+    d.opt_psi.step = record_psi_step
+    d.train_step()
+    assert all(g is None for g in seen["student_grads"])
+    assert seen["disc_head_grad"]
+    for n, p in d.psi.named_parameters():
+        before = seen["psi_grads"][n]
+        assert (p.grad is None and before is None) or torch.equal(p.grad, before), n
+    assert all(p.grad is None for p in d.teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.student.parameters())

@@ -24,6 +24,13 @@ The weight ``omega_t``: ``weighting="sid"`` (default, SiD's choice) takes
 ``omega_t = sigma_t^4 / a_t^2 / mean|x_g - f_phi(x_t, t)|`` (no gradient), so that
 ``w_t = 1 / mean|x_g - f_phi|`` per sequence (over target positions); ``"snr"`` takes ``omega_t = 1``
 (the raw ``a_t^2 / sigma_t^4``); ``"unit"`` takes ``w_t = 1``.
+
+Scale conventions (they only matter through the balance ``a_sd`` : ``b_adv`` and gradient
+clipping): SiD sums its loss over every element of a sample; here a row's sum over target
+elements is divided by the row's number of target positions, i.e. the reported loss is SiD's
+divided by that count. The adversarial terms are plain per-row BCE; SiDA's released code instead
+batch-averages the BCE and multiplies it by the same ``C / ||x_g - f_phi||_1`` factor as the SiD
+term, so a given ``b_adv`` here is not the same strength as SiDA's adversarial weight.
 """
 
 from __future__ import annotations
