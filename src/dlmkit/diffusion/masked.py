@@ -23,8 +23,10 @@ def subs_log_probs(logits: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> tor
     logits = logits.clone()
     logits[..., mask_id] = -torch.inf
     log_probs = torch.log_softmax(logits, dim=-1)
-    carry = torch.log(F.one_hot(x_t, logits.shape[-1]).to(log_probs.dtype))
-    return torch.where((x_t != mask_id).unsqueeze(-1), carry, log_probs)
+    clean = (x_t != mask_id).unsqueeze(-1)
+    out = log_probs.masked_fill(clean, -torch.inf)
+    # a clean position gets log 1 at its token; a masked one rewrites -inf at the mask id
+    return out.scatter(-1, x_t.unsqueeze(-1), torch.where(clean, 0.0, -torch.inf).to(out.dtype))
 
 
 def masked_nll_terms(log_p_x0: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> torch.Tensor:
