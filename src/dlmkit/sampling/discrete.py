@@ -159,6 +159,8 @@ def sample_masked(
     time-independent).
     """
     plan = _masked_plan(schedule, steps)
+    if temperature <= 0.0 or not 0.0 < top_p <= 1.0:
+        raise DlmError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
     if condition is not None:
         condition.check(length, vocab_size, mask_id)
     device = generator.device
@@ -168,13 +170,13 @@ def sample_masked(
     for sigma_t, alpha_t, alpha_s in plan:
         if not (cache and last_x is not None and torch.equal(x, last_x)):
             sigma = torch.full((batch,), sigma_t, dtype=torch.float64, device=device)
-            log_p = adjust_log_probs(denoise_fn(x, sigma), temperature, top_p)
+            log_p = denoise_fn(x, sigma)
             nfe, last_x = nfe + 1, x
         u = torch.rand((batch, length), generator=generator, dtype=torch.float64, device=device)
         unmask = (x == mask_id) & (u < (alpha_s - alpha_t) / (1.0 - alpha_t))
         if not unmask.any():
             continue
-        rows = log_p[unmask]
+        rows = adjust_log_probs(log_p[unmask], temperature, top_p)  # row-wise: only the rows that unmask
         value = (rows + gumbel(tuple(rows.shape), generator)).argmax(-1)
         x = x.clone()
         x[unmask] = value
