@@ -26,7 +26,7 @@ Usage (full)::
         --out-dir benchmarks/results/eval_suite
 
 On 2 CPU cores, ``--size cpu`` (about half an hour: 32 samples per row at 16, 64 and 256 steps,
-MAUVE on 64 prompts of 50 + 50 tokens and 3 seeds, 48 blocks per likelihood data set) or
+MAUVE on 48 prompts of 50 + 50 tokens and 3 seeds, 48 blocks per likelihood data set) or
 ``--quick`` (a smoke test of the pipeline, not a reproduction)::
 
     python benchmarks/eval_suite.py --size cpu --ar runs/ar --mdlm runs/mdlm --sedd runs/sedd_absorb
@@ -69,8 +69,8 @@ def settings(size: str) -> dict[str, Any]:
                     mauve_tokens=24, mauve_steps=32, gen_n=16, gen_length=64, gen_steps=[8, 32, 128], lat_steps=[1, 4, 16, 64],
                     lat_batches=[1, 4], lat_repeats=2)
     if size == "cpu":  # the largest that fits about half an hour on 2 cores
-        return dict(ppl_sequences=48, ppl_samples=8, harness_limit=100, harness_samples=4, mauve_docs=64, mauve_seeds=[0, 1, 2],
-                    mauve_tokens=50, mauve_steps=64, gen_n=32, gen_length=None, gen_steps=[16, 64, 256], lat_steps=[1, 8, 32, 128],
+        return dict(ppl_sequences=48, ppl_samples=8, harness_limit=100, harness_samples=4, mauve_docs=48, mauve_seeds=[0, 1, 2],
+                    mauve_tokens=50, mauve_steps=32, gen_n=32, gen_length=None, gen_steps=[16, 64, 256], lat_steps=[1, 8, 32, 128],
                     lat_batches=[1], lat_repeats=2)
     return dict(ppl_sequences=None, ppl_samples=16, harness_limit=None, harness_samples=32, mauve_docs=1000, mauve_seeds=[0, 1, 2, 3, 4],
                 mauve_tokens=50, mauve_steps=128, gen_n=256, gen_length=None, gen_steps=[32, 128, 1024], lat_steps=[1, 8, 32, 128, 1024],
