@@ -35,11 +35,15 @@ def log(msg: str) -> None:
     print(f"[latency_grid {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_grid(args: argparse.Namespace) -> dict:
+def run_grid(args: argparse.Namespace, save) -> dict:
+    """Time every cell; ``save(partial)`` is called after each (length, batch) cell."""
     common = dict(random_init=args.preset, repeats=args.repeats, warmup=args.warmup, progress=False)
     rows, skipped = [], []
     for L in args.lengths:
         for b in args.batches:
+            if f"{L}x{b}" in args.skip_cells:
+                skipped.append({"length": L, "batch": b, "reason": "cell skipped (--skip-cells)"})
+                continue
             for i, (kind, sampler) in enumerate(SAMPLERS):
                 log(f"{kind} {sampler}, L={L} B={b}")
                 if sampler == "cached":
@@ -54,6 +58,7 @@ def run_grid(args: argparse.Namespace) -> dict:
                                             max_timed_steps=args.max_timed_steps, **common)  # the first also times the AR model
                 if res is not None:
                     rows += [{**r, "sampler": sampler if r["kind"] != "ar" else "kv_cache"} for r in res["latency"]["rows"]]
+            save({"rows": rows, "skipped": skipped})
     return {"rows": rows, "skipped": skipped}
 
 
@@ -67,14 +72,19 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--max-timed-steps", type=int, default=8)
     p.add_argument("--budget-s", type=float, default=120.0, help="largest worst-case time of one cached-sampler run")
+    p.add_argument("--skip-cells", nargs="*", default=[], metavar="LxB", help="cells not to time, e.g. 1024x32")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_grid.json"))
     p.add_argument("--plot", type=Path, default=None)
     args = p.parse_args()
     start = time.perf_counter()
-    grid = run_grid(args)
-    result = {"settings": {k: str(v) for k, v in vars(args).items()}, "threads": torch.get_num_threads(), **grid,
-              "seconds": time.perf_counter() - start}
-    write_json(args.out, result)
+
+    def save(grid: dict) -> dict:
+        result = {"settings": {k: str(v) for k, v in vars(args).items()}, "threads": torch.get_num_threads(), **grid,
+                  "seconds": time.perf_counter() - start}
+        write_json(args.out, result)
+        return result
+
+    result = save(run_grid(args, save))
     if args.plot:
         plot(result, args.plot)
     print(table(result))
