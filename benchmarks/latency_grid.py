@@ -12,7 +12,8 @@ more than ``--max-timed-steps`` steps are timed at that many steps and scaled (r
 timed in full, in the cells whose worst case (every step a network call, from its 1-step time)
 fits ``--budget-s``; the others are listed as skipped.
 
-    python benchmarks/latency_grid.py --out benchmarks/results/latency_grid.json --plot benchmarks/results/latency_grid.png
+    python benchmarks/latency_grid.py --max-timed-steps 4 --repeats 1 --warmup 1 --budget-s 60 \
+        --skip-cells 1024x32 --plot benchmarks/results/latency_grid.png      # what fits 2 CPU cores
 """
 
 from __future__ import annotations
