@@ -62,6 +62,7 @@ def split_corpus(data: Path, out: Path, held: float) -> tuple[Path, Path]:
 
 
 def kind_config(kind: str, args: argparse.Namespace, train_dir: Path, held_dir: Path):
+    """The ``tiny`` run config of one kind: same data, steps, batch and schedule for every kind."""
     return load_config(
         "tiny",
         [
@@ -86,7 +87,7 @@ def train_one(kind: str, args: argparse.Namespace, train_dir: Path, held_dir: Pa
 
 
 def val_curve(run: Path) -> list[dict]:
-    """(step, tokens, validation loss) at every evaluation of a run."""
+    """(step, validation loss) at every evaluation of a run."""
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{"step": m["step"], "val_loss": m["val_loss"]} for m in metrics if "val_loss" in m]
 
