@@ -9,6 +9,7 @@ this machine's scale, the cached masked sampler's speed-up, and the uniform-cond
 3. Wall time of the masked sampler with and without the cache at 1024 steps, 128 tokens.
 4. The bias of holding tokens fixed in a uniform-noise model, against the exact conditional, on
    an enumerable toy: the plain uniform score versus the clean-position score.
+5. The unigram entropy of the held-out text (what a context-free model reaches).
 
     python benchmarks/discrete_lm.py --runs runs/bench_discrete_1k --steps 1000 --batch 16 --jobs 2 \
         --eval-sequences 48 --n-samples 8 --repeats 2 --plot benchmarks/results/discrete_lm_curves.png
@@ -21,7 +22,9 @@ two threads on a 2-core machine). The validation curve of every run goes into th
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -34,7 +37,7 @@ import torch
 
 from dlmkit.config import load_config
 from dlmkit.data.corpus import iter_documents
-from dlmkit.data.tokenizer import build_tokenizer
+from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
 from dlmkit.eval.perplexity import perplexity_table, render_table
 from dlmkit.io import write_json
 from dlmkit.train.checkpoint import load_model, step_folders
@@ -116,6 +119,16 @@ def train_all(args: argparse.Namespace, train_dir: Path, held_dir: Path) -> dict
         runs[kind]["val_curve"] = val_curve(args.runs / kind)
         runs[kind]["val_loss"] = runs[kind]["val_curve"][-1]["val_loss"]
     return runs
+
+
+def unigram_entropy(folder: Path, tokenizer: Tokenizer) -> float:
+    """Entropy (nats per token) of the token frequencies of the text in ``folder``: the best any
+    context-free model can do on that text, the level a model stuck on unigrams reaches."""
+    counts: collections.Counter[int] = collections.Counter()
+    for f in sorted(folder.iterdir()):
+        counts.update(tokenizer.encode(f.read_text(encoding="utf-8")))
+    n = sum(counts.values())
+    return -sum(c / n * math.log(c / n) for c in counts.values())
 
 
 @torch.no_grad()
@@ -219,6 +232,7 @@ def main() -> None:
         "perplexity": table,
         "cached_sampler": speed,
         "uniform_conditioning_bias": bias,
+        "heldout_unigram_entropy": unigram_entropy(held_dir, Tokenizer.load(args.runs / "tokenizer")),
         "targets": {
             "mdlm_over_ar_ppl": mdlm_held / ar_held,
             "mdlm_within_1.5x_ar": mdlm_held <= 1.5 * ar_held,
