@@ -55,6 +55,7 @@ import diffuseq_bench as DB  # noqa: E402
 from dlmkit.config import load_config  # noqa: E402
 from dlmkit.data.seq2seq_blocks import build_blocks  # noqa: E402
 from dlmkit.distill.dlm_one import DistillConfig, apply_overrides, distill_dlm_one  # noqa: E402
+from dlmkit.methods.dlm_one import paper_step  # noqa: E402
 from dlmkit.eval import seq2seq_metrics as M  # noqa: E402
 from dlmkit.sampling.seq2seq_api import generate_targets  # noqa: E402
 from dlmkit.train.checkpoint import load_model  # noqa: E402
@@ -151,7 +152,8 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     if ar is not None:
         table1["ar (greedy)"] = evaluate(ar, tok, sources, refs, steps=1, candidates=1, args=args, max_src_len=max_src_len)
     # Table 4: k re-noise rounds
-    table4 = {k: evaluate(student, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len, options={"refine": k})
+    table4 = {k: table1["student (final)"] if k == 0  # the student's default is refine 0: Table 1's row
+              else evaluate(student, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len, options={"refine": k})
               for k in args.refine_list}
     # Table 2: speed, same process
     n_time = sources[: args.time_sources]
@@ -163,7 +165,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     # Table 6: t_init sensitivity (short stage-1 runs)
     table6 = {}
     for t_init in args.t_init_list:
-        t_init = min(T - 1, round(t_init * T / 2000))
+        t_init = paper_step(t_init, T)
         c = apply_overrides(DistillConfig(), [f"stage1.steps={args.t_init_steps}", "stage2.steps=0", f"t_init={t_init}",
                                               f"batch_size={args.batch_size}", f"eval_every={args.t_init_steps}", "save_every=0",
                                               f"eval_n={min(64, len(sources))}", *args.set])

@@ -1,4 +1,7 @@
-"""Tiny paraphrase pairs and training overrides shared by the seq2seq and DLM-One tests."""
+"""Tiny paraphrase pairs, their jsonl writer and training overrides shared by the seq2seq and DLM-One tests."""
+
+import json
+from pathlib import Path
 
 PAIRS = [
     ("how do i learn python fast", "what is the fastest way to learn python"),
@@ -23,3 +26,9 @@ TINY = [
     "train.log_every=5", "train.eval_every=0", "train.eval_batches=1", "train.save_every=0",
     "train.sample_steps=4", "data.valid_fraction=0.2",
 ]
+
+
+def write_pairs(path: Path, pairs) -> Path:
+    """``pairs`` as DiffuSeq jsonl (``{"src": ..., "trg": ...}`` a line) at ``path``."""
+    path.write_text("".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in pairs), encoding="utf-8")
+    return path

@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     dt = dsub.add_parser("tcs", help="target concrete score distillation of an AR teacher (mdlm or sedd_absorb student)")
     dt.add_argument("items", nargs="*", metavar="KEY=VALUE", help="config overrides (e.g. train.steps=200)")
     dt.add_argument("--teacher", default=None, help="dlmkit AR run/checkpoint, HF causal-LM folder, .gguf file or smollm2")
-    dt.add_argument("--student", default=None, help="preset or YAML (from scratch), or a dlmkit diffusion run to start from")
+    dt.add_argument("--student", default=None, help="preset or YAML (from scratch), or a model to start from: dlmkit diffusion run/checkpoint or released SEDD/MDLM folder")
     dt.add_argument("--data", nargs="+", default=None, help="training text: files, folders, globs or jsonl")
     dt.add_argument("--out", default=None, help="run folder (default: the config's out_dir)")
     dt.add_argument("--estimator", choices=("exact", "topk", "left"), default=None, help="target estimator (default topk)")

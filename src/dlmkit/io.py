@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one."""
+"""File I/O: atomic writes (a reader never sees a half-written file, a crash never leaves one)
+and jsonl reading with one-line errors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from dlmkit.errors import DlmError
 
 
 @contextmanager
@@ -56,8 +59,6 @@ def jsonl_records(path: str | os.PathLike, text: str) -> Iterator[tuple[int, dic
 
     A line that is not a JSON object is a :class:`DlmError` naming ``path:line``.
     """
-    from dlmkit.errors import DlmError
-
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

@@ -1,16 +1,10 @@
-"""Shared fixtures for the data tests: offline hub settings, the shared data folder, tokenizers."""
+"""Fixtures for the data tests: tokenizers (offline settings and ``shared_data`` come from tests/conftest.py)."""
 
-import os
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import pytest
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from dlmkit.data.tokenizer import TokenizerConfig, build_tokenizer, train_bpe  # noqa: E402
-
+from dlmkit.data.tokenizer import TokenizerConfig, build_tokenizer, train_bpe
 
 
 def small_english() -> list[str]:
@@ -27,12 +21,6 @@ def small_english() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def shared(shared_data) -> Path:
-    """The shared data folder (the suite-wide ``shared_data`` fixture)."""
-    return shared_data
-
-
-@pytest.fixture(scope="session")
 def english() -> list[str]:
     return small_english()
 
@@ -43,8 +31,8 @@ def bpe(english):
 
 
 @pytest.fixture(scope="session")
-def gpt2(shared):
-    folder = shared / "tokenizers" / "gpt2"
+def gpt2(shared_data):
+    folder = shared_data / "tokenizers" / "gpt2"
     if not (folder / "encoder.json").is_file():
         pytest.skip(f"{folder} has no GPT-2 files")
     return build_tokenizer(TokenizerConfig(kind="gpt2", path=str(folder)))

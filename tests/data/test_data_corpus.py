@@ -118,8 +118,8 @@ def test_packing_puts_eos_between_every_document(tmp_path, bpe):
     assert [bpe.decode(p) for p in pieces] == DOCS
 
 
-def test_real_text_packing(tmp_path, bpe, shared):
-    stories = shared / "lm" / "tinystories" / "valid_first1000.txt"
+def test_real_text_packing(tmp_path, bpe, shared_data):
+    stories = shared_data / "lm" / "tinystories" / "valid_first1000.txt"
     small = write(tmp_path / "stories.txt", stories.read_text(encoding="utf-8")[:60_000])
     docs = list(iter_documents(small, doc_split="blank_line"))
     tokens = tokenize_corpus(small, bpe, tmp_path / "cache", doc_split="blank_line")

@@ -7,8 +7,8 @@ from dlmkit.data.seq2seq import encode_pairs, load_multi_reference, load_pairs
 from dlmkit.errors import DlmError
 
 
-def test_load_real_pairs(shared):
-    path = shared / "seq2seq" / "qqp" / "valid.jsonl"
+def test_load_real_pairs(shared_data):
+    path = shared_data / "seq2seq" / "qqp" / "valid.jsonl"
     pairs = load_pairs(path)
     assert len(pairs) == sum(1 for line in path.read_text(encoding="utf-8").split("\n") if line.strip())
     assert all(isinstance(s, str) and isinstance(t, str) for s, t in pairs)
@@ -56,8 +56,8 @@ def test_encode_pairs_pads_and_counts_truncation(bpe):
     assert bpe.decode(data.src_ids[0, : data.src_len[0]]) == "short"
 
 
-def test_multi_reference_asset(shared):
-    folder = shared / "seq2seq" / "asset"
+def test_multi_reference_asset(shared_data):
+    folder = shared_data / "seq2seq" / "asset"
     refs = load_multi_reference(folder / "asset.test.orig", str(folder / "asset.test.simp.*"))
     assert len(refs.sources) == 359 and all(len(r) == 10 for r in refs.references)
     first = [(folder / f"asset.test.simp.{k}").read_text(encoding="utf-8").split("\n")[0] for k in range(10)]

@@ -25,8 +25,8 @@ TRICKY = [
 ]
 
 
-def real_text(shared, n=20_000):
-    return (shared / "lm" / "austen" / "emma.txt").read_text(encoding="utf-8")[:n]
+def real_text(shared_data, n=20_000):
+    return (shared_data / "lm" / "austen" / "emma.txt").read_text(encoding="utf-8")[:n]
 
 
 def test_bpe_round_trip_and_specials(bpe):
@@ -53,23 +53,23 @@ def test_bpe_training_is_deterministic(bpe, english):
     assert train_bpe(english, 400).fingerprint != bpe.fingerprint
 
 
-def test_gpt2_known_ids_and_specials(gpt2, shared):
+def test_gpt2_known_ids_and_specials(gpt2, shared_data):
     assert gpt2.encode("Hello world") == [15496, 995]
     assert gpt2.encode(" the") == [262]
     assert (gpt2.eos_id, gpt2.pad_id, gpt2.sep_id, gpt2.mask_id) == (50256, 50256, 50256, 50257)
     assert gpt2.vocab_size == 50258
     assert gpt2.decode([50256, 15496, 50257], skip_special=False) == "<|endoftext|>Hello<|mask|>"
-    for text in TRICKY + [real_text(shared)]:
+    for text in TRICKY + [real_text(shared_data)]:
         assert gpt2.decode(gpt2.encode(text)) == text
 
 
-def test_wordpiece_specials_and_normalised_round_trip(bert, shared):
+def test_wordpiece_specials_and_normalised_round_trip(bert, shared_data):
     # BERT: [SEP] ends documents and separates source/target; its own [PAD] and [MASK].
     assert (bert.eos_id, bert.sep_id, bert.pad_id, bert.mask_id) == (102, 102, 0, 103)
     assert bert.vocab_size == 30522
     assert bert.decode(bert.encode("The Quick  brown\tFox jumps over the lazy dog.")) == \
         "the quick brown fox jumps over the lazy dog."
-    ids = bert.encode(real_text(shared, 5000))
+    ids = bert.encode(real_text(shared_data, 5000))
     assert bert.encode(bert.decode(ids)) == ids  # decoding is exact up to normalisation
     assert bert.encode("[MASK]") != [bert.mask_id]
 

@@ -25,11 +25,9 @@ def test_sky_is_blue_ranked_first_and_greedy(sky_ar):
 
 def test_sky_is_blue_for_masked_diffusion(sky_mdlm):
     sc = scorer(sky_mdlm, n_samples=8)
-    (ll_blue, greedy_blue), (ll_green, greedy_green) = sc.loglikelihood([("the colour of the sky is", " blue"), ("the colour of the sky is", " green")])
+    # the greedy flags (one-step denoising argmax) are not asserted for so small a model
+    (ll_blue, _), (ll_green, _) = sc.loglikelihood([("the colour of the sky is", " blue"), ("the colour of the sky is", " green")])
     assert ll_blue > ll_green + 2.0  # a lower bound on log p, and still far apart
-    # one-step denoising argmax from the masked continuation: a flag, not asserted true for so
-    # small a model (it is for the AR model above)
-    assert isinstance(greedy_blue, bool) and isinstance(greedy_green, bool)
 
 
 def test_sky_task_through_lm_eval(sky_ar, tmp_path):

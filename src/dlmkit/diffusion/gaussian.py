@@ -189,8 +189,11 @@ class LossTerms:
     anchor: Tensor  # -log p(w | x0_hat) (zeros when anchor_weight == 0)
 
 
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``x [B, L, ...]`` over masked positions (and trailing dims) per sequence."""
+def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``x [B, L, ...]`` over positions where ``mask [B, L]`` is True (all when None) and
+    over trailing dims, per sequence."""
+    if mask is None:
+        return x.flatten(1).mean(1)
     m = mask.to(x.dtype).view(*mask.shape, *([1] * (x.ndim - 2)))
     per_pos = x[0, 0].numel()
     return (x * m).flatten(1).sum(1) / (m.flatten(1).sum(1) * per_pos).clamp_min(1.0)
@@ -200,7 +203,7 @@ def _token_nll(logits_fn: LogitsFn, x: Tensor, token_ids: Tensor, target_mask: T
     logits = logits_fn(x)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float, keep float64
     nll = F.cross_entropy(logits.flatten(0, 1), token_ids.flatten(), reduction="none")
-    return _masked_mean(nll.view(token_ids.shape), target_mask)
+    return masked_mean(nll.view(token_ids.shape), target_mask)
 
 
 def training_losses(
@@ -246,11 +249,11 @@ def training_losses(
     x0_hat = x0_fn(x_t, t)
     mse = torch.where(
         t == 0,
-        _masked_mean((x0_hat - emb) ** 2, target_mask),
-        _masked_mean((x0_hat - x0) ** 2, target_mask),
+        masked_mean((x0_hat - emb) ** 2, target_mask),
+        masked_mean((x0_hat - x0) ** 2, target_mask),
     )
     last = torch.full_like(t, diffusion.num_timesteps - 1)
-    tT = _masked_mean(diffusion.q_mean_variance(x0, last)[0] ** 2, target_mask)
+    tT = masked_mean(diffusion.q_mean_variance(x0, last)[0] ** 2, target_mask)
     rounding = _token_nll(logits_fn, x0, token_ids, target_mask)
     anchor = torch.zeros_like(mse)
     if anchor_weight > 0:

@@ -45,11 +45,12 @@ from tqdm import tqdm
 
 from dlmkit.data.blocks import BlockSampler
 from dlmkit.data.seq2seq_blocks import target_mask
+from dlmkit.diffusion.gaussian import masked_mean
 from dlmkit.distill import sid
 from dlmkit.errors import DlmError
 from dlmkit.io import append_jsonl, write_json
 from dlmkit.methods.diffuseq import DiffuSeqNet, unwrap
-from dlmkit.methods.dlm_one import default_t_init, one_step
+from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
 from dlmkit.models.model import DlmModel
 from dlmkit.train import checkpoint as ckpt
 from dlmkit.train.ema import EMA
@@ -94,7 +95,7 @@ class DistillConfig:
     def resolved(self, T: int) -> "DistillConfig":
         out = copy.deepcopy(self)
         out.t_init = default_t_init(T) if self.t_init is None else int(self.t_init)
-        out.t_max = min(T - 1, round(1976 * T / 2000)) if self.t_max is None else int(self.t_max)
+        out.t_max = paper_step(1976, T) if self.t_max is None else int(self.t_max)
         if not 0 <= out.t_init < T:
             raise DlmError(f"t_init must be in [0, {T - 1}], got {out.t_init}")
         if not 0 <= out.t_min <= out.t_max < T:
@@ -171,25 +172,15 @@ class FakeScore(nn.Module):
     def _keep(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
         self._feat = output
 
-    def x0(self, x_t: Tensor, t: Tensor) -> Tensor:
-        return self.net.x0(x_t, t)
-
     def forward(self, x_t: Tensor, t: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         x0_hat = self.net.x0(x_t, t)
         per_pos = self.disc_head(self._feat).squeeze(-1).float()
         self._feat = None
-        return x0_hat, sid.masked_mean(per_pos, mask)
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
+        return x0_hat, masked_mean(per_pos, mask)
 
 
 def student_config(teacher: DlmModel, t_init: int) -> dict[str, Any]:
-    if teacher.kind not in ("diffuseq", "dlm_one"):
-        raise DlmError(f"DLM-One distils a diffuseq teacher, got a {teacher.kind} model")
+    """The ``dlm_one`` config of a student of ``teacher``: the same network, one step from ``t_init``."""
     config = copy.deepcopy(teacher.config)
     config["kind"] = "dlm_one"
     config["options"] = {**config.get("options", {}), "dlm_one": {"t_init": int(t_init), "refine": 0}}
@@ -199,20 +190,12 @@ def student_config(teacher: DlmModel, t_init: int) -> dict[str, Any]:
 # ---- teacher run and data -------------------------------------------------------------------
 
 
-def find_run_config(path: Path) -> Path | None:
-    p = path.resolve()
-    for folder in (p, p.parent, p.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    return None
-
-
 def load_teacher_data(teacher_path: str, tokenizer: Any, seq_len: int, *, data: str | None, valid: str | None, seed: int):
     """Train blocks, valid blocks and the valid order: the teacher run's data unless given."""
     from dlmkit.config import load_config
     from dlmkit.data.seq2seq_blocks import prepare_seq2seq
 
-    run_cfg = find_run_config(Path(teacher_path))
+    run_cfg = ckpt.find_run_config(teacher_path)
     overrides = []
     if data:
         overrides.append(f"data.train={data}")
@@ -226,7 +209,6 @@ def load_teacher_data(teacher_path: str, tokenizer: Any, seq_len: int, *, data: 
         cfg = load_config(str(run_cfg), overrides)
     cfg.model.seq_len = seq_len
     cfg.seed = seed
-    cfg.out_dir = "/nonexistent-dlm-one"  # do not rewrite the teacher's seq2seq_data.json
     return prepare_seq2seq(cfg, tokenizer, report=False)
 
 
@@ -260,14 +242,13 @@ class DLMOneDistiller:
         self.device = resolve_device(device)
         self.out = Path(out_dir)
         self.progress = progress
-        self.teacher_path = str(teacher_path)
         self.teacher, self.tokenizer = ckpt.load_model(teacher_path, self.device)
         if self.teacher.kind != "diffuseq":
             raise DlmError(f"DLM-One distils a diffuseq teacher, got a {self.teacher.kind} model")
         self.diffusion = self.teacher.method.diffusion
         self.T = self.teacher.method.T
         self.cfg = (cfg or DistillConfig()).resolved(self.T)
-        freeze(self.teacher)
+        self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.train_blocks, self.valid_blocks, self.valid_order = load_teacher_data(
             teacher_path, self.tokenizer, self.teacher.seq_len, data=data, valid=valid, seed=self.cfg.seed)
@@ -350,8 +331,8 @@ class DLMOneDistiller:
                 kept["logit"] = logit
                 return f
 
-            l_sid_rows, parts = sid.sid_generator_loss(self.diffusion, x_g, self.t_net.x0, fake, t, mask, mu=st.mu,
-                                                       weighting=cfg.weighting, noise=self._randn(x_g))
+            l_sid_rows, _ = sid.sid_generator_loss(self.diffusion, x_g, self.t_net.x0, fake, t, mask, mu=st.mu,
+                                                   weighting=cfg.weighting, noise=self._randn(x_g))
             l_sid = l_sid_rows.mean()
             loss_theta = st.a_sd * l_sid
             l_gadv = sid.generator_adv_loss(kept["logit"]).mean()

@@ -35,34 +35,15 @@ term, so a given ``b_adv`` here is not the same strength as SiDA's adversarial w
 
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dlmkit.diffusion.gaussian import GaussianDiffusion
+from dlmkit.diffusion.gaussian import GaussianDiffusion, X0Fn, masked_mean
 from dlmkit.errors import DlmError
 
-X0Fn = Callable[[Tensor, Tensor], Tensor]
 WEIGHTINGS = ("sid", "snr", "unit")
-
-
-def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean of ``x [B, L, ...]`` over positions where ``mask [B, L]`` is True (all when None), per row."""
-    if mask is None:
-        return x.flatten(1).mean(1)
-    m = mask.to(x.dtype).view(*mask.shape, *([1] * (x.ndim - 2)))
-    per_pos = x[0, 0].numel()
-    return (x * m).flatten(1).sum(1) / (m.flatten(1).sum(1) * per_pos).clamp_min(1.0)
-
-
-def masked_sum(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Sum of ``x [B, L, ...]`` over masked positions (and trailing dims), per row."""
-    if mask is None:
-        return x.flatten(1).sum(1)
-    m = mask.to(x.dtype).view(*mask.shape, *([1] * (x.ndim - 2)))
-    return (x * m).flatten(1).sum(1)
 
 
 def sample_t(batch: int, t_min: int, t_max: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
@@ -91,14 +72,7 @@ def sid_loss_terms(x_g: Tensor, f_phi: Tensor, f_psi: Tensor, weight: Tensor, ma
     over target positions and embedding dims, divided by the number of target positions."""
     d = f_phi - f_psi
     per = (1.0 - mu) * d * d + d * (f_psi - x_g)
-    n = mask.to(x_g.dtype).sum(1).clamp_min(1.0) if mask is not None else torch.full_like(weight, float(x_g.shape[1]))
-    return weight * masked_sum(per, mask) / n
-
-
-def diffuse(diffusion: GaussianDiffusion, x0: Tensor, t: Tensor, mask: Tensor | None, noise: Tensor | None = None,
-            generator: torch.Generator | None = None) -> Tensor:
-    """Forward-diffuse ``x0`` to ``t`` at target positions, keeping the graph through ``x0``."""
-    return diffusion.q_sample(x0, t, mask, noise=noise, generator=generator)
+    return weight * masked_mean(per, mask) * per.shape[-1]  # the mean over positions and dims, times dims
 
 
 def sid_generator_loss(
@@ -116,7 +90,7 @@ def sid_generator_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Eq. 4 at times ``t`` for generator outputs ``x_g`` (with their graph). Returns the per-row loss
     ``[B]`` and the pieces (``x_t``, ``f_phi``, ``f_psi``, ``w``) for logging and the adversarial term."""
-    x_t = diffuse(diffusion, x_g, t, mask, noise=noise, generator=generator)
+    x_t = diffusion.q_sample(x_g, t, mask, noise=noise, generator=generator)  # keeps the graph through x_g
     f_phi = teacher(x_t, t)
     f_psi = fake(x_t, t)
     w = sid_weight(diffusion, t, x_g, f_phi, mask, weighting)

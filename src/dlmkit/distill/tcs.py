@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from dlmkit.diffusion.graphs import Absorbing
 from dlmkit.diffusion.masked import masked_nll_terms
 from dlmkit.diffusion.score_entropy import denoising_score_entropy, score_entropy
-from dlmkit.distill.teachers import Teacher
+from dlmkit.distill.teachers import Teacher, load_teacher
 from dlmkit.errors import DlmError
 from dlmkit.methods.discrete_common import training_times
 
@@ -136,16 +136,6 @@ def estimate_target(
     suffix = torch.where(is_true, true_suffix[:, None].expand_as(suffix), suffix)
     logq = torch.log_softmax(scores + suffix, dim=-1)
     return Target(b, i, None if estimator == "exact" else ids, logq)
-
-
-def estimator_cost(estimator: str, k: int, vocab_size: int, length: int) -> dict[str, float]:
-    """Worst-case teacher cost per target token: sequences forwarded and token evaluations.
-
-    The left-context pass over the block is shared by all its target positions (1/targets per
-    target); ``exact`` adds V - 1 rescoring sequences (minus excluded tokens), ``topk`` up to K.
-    """
-    extra = {"left": 0, "topk": k, "exact": vocab_size - 1}[estimator]
-    return {"rows_per_target": float(extra), "tokens_per_target": float(extra * length)}
 
 
 class TCSLoss:
@@ -251,11 +241,12 @@ def _student_config(student: str):
     from pathlib import Path
 
     from dlmkit.config import RunConfig, load_config
+    from dlmkit.train.checkpoint import find_run_config
 
     path = Path(student)
     if not path.is_dir():
         return load_config(student)
-    run_cfg = next((c for c in (path / "config.yaml", path.parent.parent / "config.yaml") if c.is_file()), None)
+    run_cfg = find_run_config(path)
     cfg = load_config(str(run_cfg)) if run_cfg is not None else RunConfig()
     cfg.model.init_from = str(path)
     return cfg
@@ -283,6 +274,7 @@ def distill_tcs(
     from dlmkit.train.distributed import init_distributed
     from dlmkit.train.loop import Trainer, resume_config
 
+    start = None
     if resume:
         cfg = resume_config(resume, list(overrides))
     else:
@@ -292,7 +284,7 @@ def distill_tcs(
         if cfg.model.init_from:
             from dlmkit.train.loop import load_start
 
-            _, student_tok = load_start(cfg)  # fills cfg.model with the student's kind and shape
+            start = load_start(cfg)  # fills cfg.model with the student's kind and shape
             if kind and kind != cfg.model.kind:
                 raise DlmError(f"--kind {kind}: the student {student} is a {cfg.model.kind} model")
         elif cfg.model.kind == "ar" or kind:
@@ -321,12 +313,12 @@ def distill_tcs(
         raise DlmError("give --teacher (a dlmkit AR run, an HF causal-LM folder, a .gguf file or smollm2)")
     info = init_distributed()
     t0 = time.perf_counter()
-    tch = teacher_obj or load_teacher_for(d.teacher, info.device)
+    tch = teacher_obj or load_teacher(d.teacher, info.device)
     load_s = time.perf_counter() - t0
     if tch.tokenizer is None:
         raise DlmError("the teacher has no tokenizer to give the student")
-    if not resume and cfg.model.init_from:
-        tch.check_tokenizer(student_tok)
+    if start is not None:
+        tch.check_tokenizer(start[1])
     tch.check_length(cfg.model.seq_len)
     run = Path(cfg.out_dir)
     if not resume:
@@ -335,7 +327,7 @@ def distill_tcs(
         cfg.tokenizer.kind, cfg.tokenizer.path = "hf", str((run / "teacher_tokenizer").resolve())
     loss_fn = TCSLoss(tch, estimator=d.tcs.estimator, k=d.tcs.top_k, alpha=d.tcs.alpha, batch=d.tcs.teacher_batch)
     rows0, tok0 = tch.forward_rows, tch.forward_tokens  # a shared teacher object keeps counting across runs
-    trainer = Trainer(cfg, resume=bool(resume), progress=progress, loss_fn=loss_fn)
+    trainer = Trainer(cfg, resume=bool(resume), progress=progress, loss_fn=loss_fn, start=start)
     tch.check_tokenizer(trainer.tokenizer)
     result = trainer.fit()
     summary = {k: v for k, v in asdict(result).items() if k != "history"}
@@ -348,9 +340,3 @@ def distill_tcs(
         targets=loss_fn.targets,
     )
     return summary
-
-
-def load_teacher_for(spec: str, device: torch.device) -> Teacher:
-    from dlmkit.distill.teachers import load_teacher
-
-    return load_teacher(spec, device)

@@ -72,8 +72,8 @@ class Teacher:
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def next_logprobs(self, x: Tensor) -> Tensor:
-        """log p(y | start, x_<j) for every position j and token y: [B, L, V] float32."""
+    def _next_logits(self, x: Tensor) -> Tensor:
+        """Teacher logits for p(y | start, x_<j), cut or padded to the vocabulary, excluded tokens -inf."""
         self.check_length(x.shape[1])
         x = x.to(self.device)
         start = torch.full_like(x[:, :1], self.start_id)
@@ -90,12 +90,19 @@ class Teacher:
             logits[..., self.excluded] = -torch.inf
         self.forward_rows += x.shape[0]
         self.forward_tokens += x.numel()
-        return torch.log_softmax(logits, dim=-1)
+        return logits
+
+    @torch.no_grad()
+    def next_logprobs(self, x: Tensor) -> Tensor:
+        """log p(y | start, x_<j) for every position j and token y: [B, L, V] float32."""
+        return torch.log_softmax(self._next_logits(x), dim=-1)
 
     @torch.no_grad()
     def token_logprobs(self, x: Tensor) -> Tensor:
-        """log p(x_j | start, x_<j) of the sequence's own tokens: [B, L]."""
-        return self.next_logprobs(x).gather(-1, x.to(self.device).unsqueeze(-1)).squeeze(-1)
+        """log p(x_j | start, x_<j) of the sequence's own tokens: [B, L] (no [B, L, V] log-softmax kept)."""
+        logits = self._next_logits(x)
+        own = logits.gather(-1, x.to(self.device).unsqueeze(-1)).squeeze(-1)
+        return own - torch.logsumexp(logits, dim=-1)
 
 
 # ---- loading -------------------------------------------------------------------------------

@@ -29,9 +29,14 @@ from dlmkit.methods.diffuseq import DiffuSeq, unwrap
 from dlmkit.sampling.continuous import SampleOutput, Seq2SeqSampler, nearest_embedding
 
 
+def paper_step(step: int, T: int) -> int:
+    """A step given on the paper's 2000-step scale, at the same fraction of ``T`` (at most T - 1)."""
+    return min(T - 1, round(step * T / 2000))
+
+
 def default_t_init(T: int) -> int:
     """DLM-One's ``t_init = 1490`` at ``T = 2000``, at the same fraction for other ``T``."""
-    return min(T - 1, round(1490 * T / 2000))
+    return paper_step(1490, T)
 
 
 def one_step(x0_fn: X0Fn, x_cond: Tensor, target_mask: Tensor, z: Tensor, t_init: int) -> Tensor:

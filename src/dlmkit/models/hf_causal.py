@@ -29,7 +29,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 from torch import Tensor, nn
 
-from dlmkit.data.tokenizer import TOKENIZER_FILE, Tokenizer, _declared_specials
+from dlmkit.data.tokenizer import TOKENIZER_FILE, Tokenizer, _declared_specials, _read_hf
 from dlmkit.errors import DlmError
 from dlmkit.methods.ar import AutoRegressive
 from dlmkit.methods.base import Specials
@@ -142,11 +142,7 @@ def _with_roles(tok: HFTokenizer, declared: dict[str, str]) -> Tokenizer:
 
 def tokenizer_from_folder(folder: Path) -> Tokenizer:
     """Kind ``hf``: the folder's ``tokenizer.json`` and the specials it declares (start token as above)."""
-    try:
-        tok = HFTokenizer.from_file(str(folder / TOKENIZER_FILE))
-    except Exception as e:  # the Rust library raises plain Exception on bad files
-        raise DlmError(f"{folder / TOKENIZER_FILE}: cannot load tokenizer ({e})") from None
-    return _with_roles(tok, _declared_specials(folder))
+    return _with_roles(_read_hf(folder), _declared_specials(folder))
 
 
 def is_causal_lm_config(config: dict[str, Any]) -> bool:

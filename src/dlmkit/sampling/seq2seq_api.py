@@ -55,18 +55,18 @@ def read_sources(path: str | Path) -> tuple[list[str], list[str] | None]:
 
 def run_max_src_len(model_path: str | Path) -> int:
     """``data.max_src_len`` of the run a checkpoint belongs to (0 when not found)."""
-    p = Path(model_path).resolve()
-    for folder in (p, p.parent, p.parent.parent):
-        cfg = folder / "config.yaml"
-        if cfg.is_file():
-            try:
-                import yaml
+    import yaml
 
-                tree = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-                return int(((tree.get("data") or {}).get("max_src_len")) or 0)
-            except Exception:  # a foreign config.yaml: fall back to the default rule
-                return 0
-    return 0
+    from dlmkit.train.checkpoint import find_run_config
+
+    cfg = find_run_config(model_path)
+    if cfg is None:
+        return 0
+    try:
+        tree = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+        return int(((tree.get("data") or {}).get("max_src_len")) or 0)
+    except Exception:  # a foreign config.yaml: fall back to the default rule
+        return 0
 
 
 def _decode_targets(method: Any, tokenizer: Any, rows: torch.Tensor) -> list[str]:

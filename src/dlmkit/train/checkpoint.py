@@ -114,6 +114,13 @@ def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return tensors, meta
 
 
+def find_run_config(path: str | os.PathLike) -> Path | None:
+    """The ``config.yaml`` of the run a model folder belongs to: in it, its parent or grandparent
+    (``RUN``, ``RUN/checkpoints``, ``RUN/checkpoints/step_N``), or None."""
+    p = Path(path).resolve()
+    return next((f / "config.yaml" for f in (p, p.parent, p.parent.parent) if (f / "config.yaml").is_file()), None)
+
+
 def resolve_model_folder(path: str | os.PathLike) -> Path:
     """A model folder from a checkpoint folder or a run folder (its newest step checkpoint)."""
     path = Path(path)
@@ -134,7 +141,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     Hugging Face causal-LM folder, a ``.gguf`` file or a folder holding one (an ``ar`` model
     over the HF network, see :mod:`dlmkit.models.hf_causal`).
     """
-    from dlmkit.models import released  # noqa: F401  (also registers the kinds only releases use)
+    from dlmkit.models import released
 
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf" or (p.is_dir() and not (p / CONFIG_NAME).is_file() and any(p.glob("*.gguf"))):

@@ -151,11 +151,16 @@ def load_start(cfg: RunConfig) -> tuple[DlmModel, Tokenizer]:
     if not isinstance(model, DlmModel):
         raise DlmError(f"model.init_from={path}: a Hugging Face causal LM cannot start a dlmkit run "
                        "(give a dlmkit run or checkpoint, or a released SEDD / MDLM folder)")
+    describe_model(cfg, model)
+    return model, tokenizer
+
+
+def describe_model(cfg: RunConfig, model: DlmModel) -> None:
+    """Set ``cfg.model``'s kind and shape to ``model``'s (what the run's config.yaml records)."""
     b = model.config["backbone"]
     cfg.model.kind = model.kind
     for name in ("n_layers", "d_model", "n_heads", "d_cond", "mlp_ratio", "dropout", "seq_len", "tie_weights"):
         setattr(cfg.model, name, b[name])
-    return model, tokenizer
 
 
 class Trainer:
@@ -163,7 +168,9 @@ class Trainer:
 
     def __init__(
         self, cfg: RunConfig, *, resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
+        start: tuple[DlmModel, Tokenizer] | None = None,
     ):
+        """``start``: the (model, tokenizer) of ``model.init_from`` when the caller already loaded it."""
         self.info = init_distributed()
         self.loss_fn = loss_fn  # replaces method.loss in training steps (evaluation keeps the kind's own loss)
         self.step_metrics: dict[str, float] = {}
@@ -175,7 +182,10 @@ class Trainer:
             raise DlmError(f"{self.run_dir}: not a dlmkit run folder (no config.yaml): cannot resume")
         if not resume and ckpt.step_folders(self.run_dir):
             raise DlmError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another out_dir")
-        start = load_start(cfg) if cfg.model.init_from else None
+        if start is None and cfg.model.init_from:
+            start = load_start(cfg)
+        elif start is not None:
+            describe_model(cfg, start[0])  # overrides given after the caller's load do not change the model
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
