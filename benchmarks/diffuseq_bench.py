@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from dlmkit.eval import seq2seq_metrics as M  # noqa: E402
 from dlmkit.eval.mbr import mbr_decode  # noqa: E402
 from dlmkit.models.model import DlmModel  # noqa: E402
 from dlmkit.sampling.seq2seq_api import generate_targets  # noqa: E402
-from dlmkit.train.checkpoint import load_model  # noqa: E402
+from dlmkit.train.checkpoint import load_model, step_folders, write_model_folder  # noqa: E402
 from dlmkit.train.loop import build_model, lr_factor, train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t", "simplification")
@@ -77,7 +78,17 @@ def metrics(hyps: list[str], refs: list[Any], *, sources: list[str] | None = Non
     out = M.evaluate_seq2seq(hyps, refs, sources=sources, candidates=candidates,
                              bertscore_model=_bertscore_model() if bertscore else None)
     out["BLEU"] = out.get("bleu", out.get("multi_ref_bleu"))
+    out.update(degeneracy(hyps))
     return out
+
+
+def degeneracy(hyps: list[str]) -> dict[str, float]:
+    """Fractions of empty outputs and of outputs dominated (> 50%) by one repeated token: a
+    degenerate model (one token everywhere, nothing at all) shows here, not only as low BLEU."""
+    n = max(1, len(hyps))
+    toks = [h.split() for h in hyps]
+    return {"empty": sum(not t for t in toks) / n,
+            "repeat": sum(len(t) >= 2 and Counter(t).most_common(1)[0][1] > len(t) / 2 for t in toks) / n}
 
 
 def _bertscore_model() -> str | None:
@@ -110,6 +121,7 @@ def common_overrides(args: argparse.Namespace, max_src_len: int) -> list[str]:
         f"data.max_src_len={max_src_len}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
         f"train.warmup={max(1, args.train_steps // 20)}", "train.log_every=25", "train.eval_every=0",
         "train.eval_batches=4", "train.save_every=0", "train.sample_steps=10", "data.valid_fraction=0.02",
+        f"diffusion.continuous.emb_dim={args.emb_dim}", f"diffusion.continuous.t_sampler={args.t_sampler}",
         f"seed={args.seed}",
     ]
 
@@ -134,29 +146,77 @@ def train_ar(args: argparse.Namespace, cfg: Any, tok: Any, blocks: Any) -> tuple
     return model.eval(), time.perf_counter() - start
 
 
-def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
+def finished(run_dir: Path, steps: int) -> bool:
+    """A run in ``run_dir`` that reached ``steps``: reused rather than retrained."""
+    newest = step_folders(run_dir)
+    return bool(newest) and int(newest[0].name.split("_")[1]) >= steps
+
+
+def write_jsonl(path: Path, pairs: list[tuple[str, str]]) -> None:
+    path.write_text("".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in pairs), encoding="utf-8")
+
+
+def task_pairs(args: argparse.Namespace, task: str) -> tuple[list[tuple[str, str]], list[str], list[Any]]:
+    """The task's training pairs (capped by ``--train-pairs``), eval sources and references (``--eval-sources``)."""
     pairs, sources, refs = task_data(Path(args.data), task)
-    g = torch.Generator().manual_seed(args.seed)
     if args.train_pairs and len(pairs) > args.train_pairs:
-        keep = torch.randperm(len(pairs), generator=g)[: args.train_pairs].tolist()
+        keep = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed))[: args.train_pairs].tolist()
         pairs = [pairs[i] for i in sorted(keep)]
-    sources, refs = sources[: args.eval_sources], refs[: args.eval_sources]
-    folder = work / task
-    folder.mkdir(parents=True, exist_ok=True)
+    return pairs, sources[: args.eval_sources], refs[: args.eval_sources]
+
+
+def ensure_teacher(args: argparse.Namespace, task: str, folder: Path, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Train the task's ``diffuseq`` run in ``folder/diffuseq``, or reuse it if it reached ``--train-steps``."""
+    run = folder / "diffuseq"
     train_file = folder / "train.jsonl"
-    train_file.write_text("".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in pairs), encoding="utf-8")
-    tok, tok_over = make_tokenizer(args, pairs, folder / "tokenizer")
+    if finished(run, args.train_steps):
+        cfg = load_config(str(run / "config.yaml"))
+        have = (cfg.model.d_model, cfg.model.n_layers, cfg.model.seq_len, cfg.diffusion.continuous.emb_dim)
+        want = (args.d_model, args.n_layers, args.seq_len, args.emb_dim)
+        if have != want:
+            raise SystemExit(f"{run} holds a different teacher (d_model, n_layers, seq_len, emb_dim = {have}, "
+                             f"asked {want}): choose another --work")
+        print(f"[{task}] reusing {run}", file=sys.stderr)
+        info: dict[str, Any] = {"reused": str(run)}
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_jsonl(train_file, pairs)
+        _, tok_over = make_tokenizer(args, pairs, folder / "tokenizer")
+        over = [*tok_over, *common_overrides(args, args.max_src_len.get(task, 0)), f"data.train={train_file}",
+                f"train.steps={args.train_steps}", f"out_dir={run}"]
+        print(f"[{task}] training diffuseq: {len(pairs)} pairs, {args.train_steps} steps", file=sys.stderr)
+        res = train(load_config("diffuseq-tiny", over), progress=not args.no_progress)
+        info = {"seconds": res.seconds, "final_loss": res.final_loss}
+    return {"run": str(run), "steps": args.train_steps, **info,
+            "data": json.loads((run / "seq2seq_data.json").read_text())}
+
+
+def ensure_ar(args: argparse.Namespace, task: str, folder: Path, pairs: list[tuple[str, str]], tok: Any) -> tuple[DlmModel, dict[str, Any]]:
+    """The ``ar`` model on the teacher's rows and tokenizer, saved in ``folder/ar`` (reused if there)."""
+    out = folder / "ar"
+    if (out / "ar_train.json").is_file():
+        print(f"[{task}] reusing {out}", file=sys.stderr)
+        model, _ = load_model(out)
+        return model, {**json.loads((out / "ar_train.json").read_text()), "reused": str(out)}
+    print(f"[{task}] training ar: {args.ar_steps} steps", file=sys.stderr)
+    cfg = load_config(str(folder / "diffuseq" / "config.yaml"), [f"train.steps={args.ar_steps}"])
+    blocks = build_blocks(pairs, tok, seq_len=cfg.model.seq_len, max_src_len=args.max_src_len.get(task, 0),
+                          valid_fraction=0.0, seed=args.seed)
+    model, seconds = train_ar(args, cfg, tok, blocks)
+    out.mkdir(parents=True, exist_ok=True)
+    write_model_folder(out, model, tok)
+    info = {"steps": args.ar_steps, "seconds": seconds}
+    (out / "ar_train.json").write_text(json.dumps(info) + "\n", encoding="utf-8")  # written last: marks it complete
+    return model, info
+
+
+def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
+    pairs, sources, refs = task_pairs(args, task)
+    folder = work / task
     max_src = args.max_src_len.get(task, 0)
-    over = [*tok_over, *common_overrides(args, max_src), f"data.train={train_file}", f"train.steps={args.train_steps}",
-            f"out_dir={folder / 'diffuseq'}", f"diffusion.continuous.t_sampler={args.t_sampler}"]
-    cfg = load_config("diffuseq-tiny", over)
-    print(f"[{task}] training diffuseq: {len(pairs)} pairs, {args.train_steps} steps", file=sys.stderr)
-    res = train(cfg, progress=not args.no_progress)
-    report: dict[str, Any] = {
-        "task": task, "splits": SPLITS[task], "n_train_pairs": len(pairs), "n_eval_sources": len(sources),
-        "diffuseq_train": {"steps": res.steps, "final_loss": res.final_loss, "seconds": res.seconds,
-                           "data": json.loads((folder / "diffuseq" / "seq2seq_data.json").read_text())},
-    }
+    teacher_info = ensure_teacher(args, task, folder, pairs)
+    report: dict[str, Any] = {"task": task, "splits": SPLITS[task], "n_train_pairs": len(pairs),
+                              "n_eval_sources": len(sources), "diffuseq_train": teacher_info}
     model, mtok = load_model(folder / "diffuseq")
     kw = dict(batch_size=args.eval_batch, max_src_len=max_src)
 
@@ -173,8 +233,12 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
         print(f"[{task}] diffuseq steps {k}: BLEU {sweep[-1]['BLEU']:.4f}, {r['seconds_per_sample'] * 1000:.1f} ms/sample", file=sys.stderr)
     report["bleu_vs_steps"] = sweep
     best = max(sweep, key=lambda s: s["BLEU"])["steps"]
+    report["best_steps"] = best
+    affordable = [s for s in sweep if s["steps"] <= args.cand_max_steps] or sweep[:1]
+    best = max(affordable, key=lambda s: s["BLEU"])["steps"]
+    report["candidate_steps"] = best
 
-    # at the best step count: candidates (seeds) for diversity and MBR
+    # at the best (affordable) step count: candidates (seeds) for diversity and MBR
     r = generate_targets(model, mtok, sources, steps=best, candidates=args.candidates, seed=args.seed, **kw)
     cands = r["candidates"]
     rows = []
@@ -186,13 +250,9 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     rows.append({"system": "copy source", "steps": 0, **metrics(list(sources), refs, sources=sources, bertscore=args.bertscore)})
 
     # AR baseline on the same rows
-    print(f"[{task}] training ar: {args.ar_steps} steps", file=sys.stderr)
-    acfg = load_config("diffuseq-tiny", [*over, f"train.steps={args.ar_steps}"])
-    blocks = build_blocks(pairs, tok, seq_len=acfg.model.seq_len, max_src_len=max_src, valid_fraction=0.0, seed=args.seed)
-    ar, ar_seconds = train_ar(args, acfg, tok, blocks)
-    report["ar_train"] = {"steps": args.ar_steps, "seconds": ar_seconds}
-    g1 = generate_targets(ar, tok, sources, seed=args.seed, **kw)
-    gk = generate_targets(ar, tok, sources, candidates=args.candidates, seed=args.seed, **kw)
+    ar, report["ar_train"] = ensure_ar(args, task, folder, pairs, mtok)
+    g1 = generate_targets(ar, mtok, sources, seed=args.seed, **kw)
+    gk = generate_targets(ar, mtok, sources, candidates=args.candidates, seed=args.seed, **kw)
     m = metrics([c[0] for c in g1["candidates"]], refs, sources=sources, candidates=gk["candidates"], bertscore=args.bertscore)
     rows.append({"system": "AR greedy (div: T=1 samples)", "steps": g1["nfe"], **m, "s_per_sample": g1["seconds_per_sample"]})
     m = metrics(mbr_decode(gk["candidates"]), refs, sources=sources, bertscore=args.bertscore)
@@ -205,7 +265,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    cols = ["BLEU", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "hyp_len"]
+    cols = ["BLEU", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "hyp_len"]
     out = []
     for rep in results:
         out.append(f"\n### {rep['task']} ({rep['splits']}; {rep['n_train_pairs']} train pairs, {rep['n_eval_sources']} eval sources)\n")
@@ -219,48 +279,64 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def add_shared_args(p: argparse.ArgumentParser) -> None:
+    """Data, run folders and the teacher / AR model: the same defaults in the DLM-One bench, so
+    both benches share (reuse) one set of trained models."""
     repo = Path(__file__).resolve().parents[1]
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(Path(os.environ.get("DLM_SHARED_DATA", repo / ".." / "shared" / "data")) / "seq2seq"))
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    p.add_argument("--work", default="runs/diffuseq_bench", help="run folders")
-    p.add_argument("--out", default="benchmarks/results/diffuseq.json")
-    p.add_argument("--tokenizer", choices=("bpe", "bert"), default="bert", help="bert: DiffuSeq's WordPiece (30522, slow on CPU); bpe: trained per task")
+    p.add_argument("--work", default="runs/diffuseq_bench",
+                   help="run folders WORK/TASK/{diffuseq,ar}; finished ones are reused, not retrained")
+    p.add_argument("--tokenizer", choices=("bpe", "bert"), default="bpe",
+                   help="bpe: trained per task (default; fast on a CPU); bert: DiffuSeq's WordPiece (30522 tokens: "
+                        "~7x the rounding and clamping cost)")
     p.add_argument("--bpe-vocab", type=int, default=4096)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=3)
+    p.add_argument("--emb-dim", type=int, default=128, help="DiffuSeq's embedding width")
+    p.add_argument("--t-sampler", default="lossaware", choices=("uniform", "lossaware"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--train-steps", type=int, default=2000)
+    p.add_argument("--train-steps", type=int, default=5000)
     p.add_argument("--ar-steps", type=int, default=None, help="default: --train-steps")
     p.add_argument("--train-pairs", type=int, default=0, help="cap on training pairs (0: all)")
-    p.add_argument("--eval-sources", type=int, default=200)
+    p.add_argument("--eval-sources", type=int, default=64)
     p.add_argument("--eval-batch", type=int, default=64)
-    p.add_argument("--steps-list", type=int, nargs="+", default=[10, 50, 100, 500, 1000, 2000])
-    p.add_argument("--candidates", type=int, default=10)
-    p.add_argument("--t-sampler", default="lossaware", choices=("uniform", "lossaware"))
     p.add_argument("--no-bertscore", dest="bertscore", action="store_false")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="~10 minutes on 2 CPU cores: small model, bpe, few steps and sources")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.tokenizer, args.bpe_vocab, args.seq_len, args.d_model, args.n_layers = "bpe", 2048, 48, 96, 2
-        args.batch_size, args.lr, args.train_steps, args.train_pairs = 32, 2e-3, 300, 5000
-        args.eval_sources, args.steps_list, args.candidates = 30, [10, 50, 200], 4
-        args.no_progress = True
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     args.ar_steps = args.ar_steps or args.train_steps
     # question generation: long passages, short questions; simplification: similar lengths
     args.max_src_len = {"quasar_t": args.seq_len - 2 - max(12, args.seq_len // 4)}
     return args
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_shared_args(p)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--out", default="benchmarks/results/diffuseq.json")
+    p.add_argument("--steps-list", type=int, nargs="+", default=[10, 50, 100, 500, 1000, 2000])
+    p.add_argument("--candidates", type=int, default=10)
+    p.add_argument("--cand-max-steps", type=int, default=2000,
+                   help="the candidates (diversity, MBR) use the best sweep step count up to this (cost on a CPU)")
+    p.add_argument("--quick", action="store_true", help="~10 minutes on 2 CPU cores: small model, few steps and sources")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.bpe_vocab, args.seq_len, args.d_model, args.n_layers = 2048, 48, 96, 2
+        args.batch_size, args.lr, args.train_steps, args.train_pairs = 32, 2e-3, 300, 5000
+        args.eval_sources, args.steps_list, args.candidates = 30, [10, 50, 200], 4
+        args.no_progress = True
+    return finish_args(args)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
-    work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")  # fresh run folders every time
+    work = Path(args.work)
     start = time.perf_counter()
     settings = {k: v for k, v in vars(args).items() if k not in ("max_src_len",)}
     out = Path(args.out)

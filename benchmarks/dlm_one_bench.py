@@ -38,9 +38,7 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,101 +50,80 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import diffuseq_bench as DB  # noqa: E402
 
-from dlmkit.config import load_config  # noqa: E402
-from dlmkit.data.seq2seq_blocks import build_blocks  # noqa: E402
 from dlmkit.distill.dlm_one import DistillConfig, apply_overrides, distill_dlm_one  # noqa: E402
 from dlmkit.methods.dlm_one import paper_step  # noqa: E402
-from dlmkit.eval import seq2seq_metrics as M  # noqa: E402
 from dlmkit.sampling.seq2seq_api import generate_targets  # noqa: E402
 from dlmkit.train.checkpoint import load_model  # noqa: E402
-from dlmkit.train.loop import train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t")
 
 
-def degeneracy(hyps: list[str]) -> dict[str, float]:
-    """Fractions of empty outputs and of outputs dominated (> 50%) by one repeated token."""
-    empty = sum(1 for h in hyps if not h.split())
-    rep = 0
-    for h in hyps:
-        toks = h.split()
-        if len(toks) >= 2 and Counter(toks).most_common(1)[0][1] > len(toks) / 2:
-            rep += 1
-    n = max(1, len(hyps))
-    return {"empty": empty / n, "repeat": rep / n, "mean_len": fmean(len(h.split()) for h in hyps) if hyps else 0.0}
-
-
-def evaluate(model: Any, tok: Any, sources: list[str], refs: list[str], *, steps: int, candidates: int, args: argparse.Namespace,
+def evaluate(model: Any, tok: Any, sources: list[str], refs: list[Any], *, steps: int, candidates: int, args: argparse.Namespace,
              max_src_len: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Quality (candidate 0) and diversity (across candidates) of one configuration, with its time."""
     res = generate_targets(model, tok, sources, steps=steps, candidates=candidates, seed=args.seed,
                            batch_size=args.eval_batch, max_src_len=max_src_len, options=options)
     cands = res["candidates"]
     hyps = [c[0] for c in cands]
-    out = {"BLEU": DB._bleu(hyps, refs), "rouge_l": M.rouge_l(hyps, refs), "dist1": M.dist1(hyps)}
-    if candidates > 1:
-        out.update(M.seed_diversity(cands))
-    out.update(degeneracy(hyps))
+    out = DB.metrics(hyps, refs, sources=sources, candidates=cands if candidates > 1 else None, bertscore=args.bertscore)
     out.update(nfe=res["nfe"], seconds_per_sample=res["seconds_per_sample"], steps=steps)
     out["examples"] = [{"source": s, "reference": r, "output": h} for s, r, h in list(zip(sources, refs, hyps))[:3]]
     return out
 
 
-def time_per_sample(model: Any, tok: Any, sources: list[str], *, steps: int, args: argparse.Namespace, max_src_len: int,
-                    options: dict[str, Any] | None = None) -> float:
-    res = generate_targets(model, tok, sources, steps=steps, candidates=1, seed=args.seed, batch_size=args.eval_batch,
+def latency(model: Any, tok: Any, sources: list[str], *, steps: int, max_src_len: int, options: dict[str, Any] | None = None) -> float:
+    """Wall time per sample generating one source at a time (batch 1): the latency the paper compares."""
+    res = generate_targets(model, tok, sources, steps=steps, candidates=1, seed=0, batch_size=1,
                            max_src_len=max_src_len, options=options)
     return res["seconds_per_sample"]
 
 
+def teacher_rows(args: argparse.Namespace, task: str, teacher: Any, tok: Any, sources: list[str], refs: list[Any],
+                 max_src_len: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The teacher's BLEU over step counts and its row at the best step count, from the DiffuSeq
+    bench's JSON (``--diffuseq-json``, same run folder and eval sources) or measured here."""
+    if args.diffuseq_json:
+        rep = json.loads(Path(args.diffuseq_json).read_text())
+        found = next((t for t in rep["tasks"] if t["task"] == task), None)
+        if found is None or found["n_eval_sources"] != len(sources) or found["diffuseq_train"]["run"] != str(Path(args.work) / task / "diffuseq"):
+            raise SystemExit(f"{args.diffuseq_json}: no {task} result for this run folder and {len(sources)} eval sources")
+        row = next(r for r in found["rows"] if r["system"] == "DiffuSeq")
+        return found["bleu_vs_steps"], {**row, "nfe": row["steps"], "from": args.diffuseq_json}
+    sweep = []
+    for k in [k for k in args.steps_list if k <= teacher.method.T]:
+        r = generate_targets(teacher, tok, sources, steps=k, seed=args.seed, batch_size=args.eval_batch, max_src_len=max_src_len)
+        sweep.append({"steps": k, "BLEU": DB._bleu([c[0] for c in r["candidates"]], refs), "s_per_sample": r["seconds_per_sample"]})
+    best = max(sweep, key=lambda x: x["BLEU"])["steps"]
+    return sweep, evaluate(teacher, tok, sources, refs, steps=best, candidates=args.candidates, args=args, max_src_len=max_src_len)
+
+
 def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
-    pairs, sources, refs = DB.task_data(Path(args.data), task)
-    if args.train_pairs:
-        pairs = pairs[: args.train_pairs]
-    sources, refs = sources[: args.eval_sources], refs[: args.eval_sources]
+    pairs, sources, refs = DB.task_pairs(args, task)
     folder = work / task
-    folder.mkdir(parents=True, exist_ok=True)
     max_src_len = args.max_src_len.get(task, 0)
-    train_file = folder / "train.jsonl"
-    train_file.write_text("".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in pairs), encoding="utf-8")
-    valid_file = folder / "valid.jsonl"
-    valid_file.write_text("".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in zip(sources, refs)), encoding="utf-8")
-    t0 = time.perf_counter()
-    if args.teacher:
-        teacher_dir = Path(args.teacher)
-    else:
-        tok, tok_overrides = DB.make_tokenizer(args, pairs, folder / "tokenizer")
-        teacher_dir = folder / "teacher"
-        cfg = load_config("diffuseq-tiny", [*DB.common_overrides(args, max_src_len), *tok_overrides, f"data.train={train_file}",
-                                            f"out_dir={teacher_dir}", f"train.steps={args.train_steps}",
-                                            f"diffusion.continuous.emb_dim={args.emb_dim}", f"diffusion.continuous.t_sampler={args.t_sampler}"])
-        train(cfg, progress=not args.no_progress)
-    teacher_seconds = time.perf_counter() - t0
+    teacher_info = DB.ensure_teacher(args, task, folder, pairs)
+    teacher_dir = folder / "diffuseq"
     teacher, tok = load_model(teacher_dir)
     T = teacher.method.T
-    # AR on the same rows
-    ar_seconds, ar = None, None
-    if args.ar:
-        cfg = load_config(str(teacher_dir / "config.yaml"), [f"train.steps={args.ar_steps or args.train_steps}"])
-        blocks = build_blocks(pairs, tok, seq_len=teacher.seq_len, max_src_len=max_src_len, seed=args.seed)
-        ar, ar_seconds = DB.train_ar(args, cfg, tok, blocks)
-    # the student
-    t0 = time.perf_counter()
+    ar, ar_info = DB.ensure_ar(args, task, folder, pairs, tok) if args.ar else (None, None)
+    train_file, valid_file = folder / "train.jsonl", folder / "valid.jsonl"
+    DB.write_jsonl(train_file, pairs)
+    DB.write_jsonl(valid_file, [(s, r if isinstance(r, str) else r[0]) for s, r in zip(sources, refs)])
+    # the student (a finished distillation in the run folder is reused)
+    out_dir = folder / f"dlm_one_{args.stage1_steps}_{args.stage2_steps}"
     dcfg = apply_overrides(DistillConfig(), [f"stage1.steps={args.stage1_steps}", f"stage2.steps={args.stage2_steps}",
                                               f"batch_size={args.batch_size}", f"eval_every={args.eval_every}",
                                               f"save_every={args.eval_every}", f"eval_n={min(64, len(sources))}", *args.set])
-    dres = distill_dlm_one(str(teacher_dir), str(folder / "dlm_one"), dcfg, data=str(train_file), valid=str(valid_file),
-                           progress=not args.no_progress)
+    t0 = time.perf_counter()
+    dres = distill_dlm_one(str(teacher_dir), str(out_dir), dcfg, data=str(train_file), valid=str(valid_file),
+                           progress=not args.no_progress, resume=(out_dir / "distill.json").is_file())
     distill_seconds = time.perf_counter() - t0
-    student, stok = load_model(dres["student"])
+    student, _ = load_model(dres["student"])
     stage1, _ = load_model(dres["stage1"]["best"]) if dres["stage1"].get("best") else (student, None)
     K = args.candidates
-    # Table 1 / Figure 3: teacher over step counts
-    teacher_rows = {}
-    for steps in [s for s in args.steps_list if s <= T]:
-        teacher_rows[steps] = evaluate(teacher, tok, sources, refs, steps=steps, candidates=K, args=args, max_src_len=max_src_len)
-    best_steps = max(teacher_rows, key=lambda s: teacher_rows[s]["BLEU"])
-    table1 = {"teacher@best": {**teacher_rows[best_steps], "steps": best_steps},
+    sweep, teacher_best = teacher_rows(args, task, teacher, tok, sources, refs, max_src_len)
+    best_steps = max(sweep, key=lambda x: x["BLEU"])
+    table1 = {f"teacher ({teacher_best['steps']} steps)": teacher_best,
               "student stage 1": evaluate(stage1, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len),
               "student (final)": evaluate(student, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len)}
     if ar is not None:
@@ -155,13 +132,13 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     table4 = {k: table1["student (final)"] if k == 0  # the student's default is refine 0: Table 1's row
               else evaluate(student, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len, options={"refine": k})
               for k in args.refine_list}
-    # Table 2: speed, same process
+    # Table 2: latency (batch 1), every system in this process on the same sources
     n_time = sources[: args.time_sources]
-    table2 = {f"teacher {T} steps": time_per_sample(teacher, tok, n_time, steps=T, args=args, max_src_len=max_src_len),
-              f"teacher {best_steps} steps": time_per_sample(teacher, tok, n_time, steps=best_steps, args=args, max_src_len=max_src_len),
-              "student 1 step": time_per_sample(student, tok, n_time, steps=1, args=args, max_src_len=max_src_len)}
+    table2 = {f"teacher {T} steps": latency(teacher, tok, n_time, steps=T, max_src_len=max_src_len),
+              f"teacher {best_steps['steps']} steps": latency(teacher, tok, n_time, steps=best_steps["steps"], max_src_len=max_src_len),
+              "student 1 step": latency(student, tok, n_time, steps=1, max_src_len=max_src_len)}
     if ar is not None:
-        table2["ar (KV cache)"] = time_per_sample(ar, tok, n_time, steps=1, args=args, max_src_len=max_src_len)
+        table2["ar (KV cache)"] = latency(ar, tok, n_time, steps=1, max_src_len=max_src_len)
     # Table 6: t_init sensitivity (short stage-1 runs)
     table6 = {}
     for t_init in args.t_init_list:
@@ -169,20 +146,27 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
         c = apply_overrides(DistillConfig(), [f"stage1.steps={args.t_init_steps}", "stage2.steps=0", f"t_init={t_init}",
                                               f"batch_size={args.batch_size}", f"eval_every={args.t_init_steps}", "save_every=0",
                                               f"eval_n={min(64, len(sources))}", *args.set])
-        r = distill_dlm_one(str(teacher_dir), str(folder / f"t_init_{t_init}"), c, data=str(train_file), valid=str(valid_file),
-                            progress=not args.no_progress)
+        d = folder / f"t_init_{t_init}_{args.t_init_steps}"
+        r = distill_dlm_one(str(teacher_dir), str(d), c, data=str(train_file), valid=str(valid_file),
+                            progress=not args.no_progress, resume=(d / "distill.json").is_file())
         m, _ = load_model(r["student"])
         table6[t_init] = evaluate(m, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len)
-    figure3 = {"teacher": [(s, r.get("self_bleu"), r["BLEU"]) for s, r in teacher_rows.items()],
-               "student": [(k, r.get("self_bleu"), r["BLEU"]) for k, r in table4.items()]}
-    return {"task": task, "split": DB.SPLITS.get(task), "T": T, "teacher_steps": {str(k): v for k, v in teacher_rows.items()},
-            "best_steps": best_steps, "table1": table1, "table2_seconds_per_sample": table2,
+    final = table1["student (final)"]
+    targets = {"bleu_ratio_vs_teacher_best": final["BLEU"] / best_steps["BLEU"] if best_steps["BLEU"] else None,
+               "speedup_vs_teacher_T": table2[f"teacher {T} steps"] / table2["student 1 step"]}
+    if ar is not None:
+        targets["speedup_vs_ar"] = table2["ar (KV cache)"] / table2["student 1 step"]
+    figure3 = {"teacher": [(x["steps"], x["BLEU"]) for x in sweep],
+               "student": [(k + 1, r["BLEU"]) for k, r in table4.items()]}  # k refine rounds = k + 1 NFEs
+    return {"task": task, "split": DB.SPLITS.get(task), "T": T, "n_eval_sources": len(sources), "teacher": teacher_info,
+            "teacher_bleu_vs_steps": sweep, "best_steps": best_steps, "table1": table1, "table2_latency_s": table2,
+            "targets": targets,
             "table3": {"stage 1 (SiD)": table1["student stage 1"], "stage 2 (SiD + adv)": table1["student (final)"]},
             "table4": {str(k): v for k, v in table4.items()}, "table6": {str(k): v for k, v in table6.items()}, "figure3": figure3,
-            "distill": dres, "seconds": {"teacher_train": teacher_seconds, "ar_train": ar_seconds, "distill": distill_seconds}}
+            "distill": dres, "seconds": {"ar_train": (ar_info or {}).get("seconds"), "distill": distill_seconds}}
 
 
-COLS = ("BLEU", "rouge_l", "dist1", "self_bleu", "div4", "empty", "repeat", "nfe")
+COLS = ("BLEU", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "nfe")
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
@@ -196,12 +180,13 @@ def render(results: list[dict[str, Any]]) -> str:
     for res in results:
         lines += [f"## {res['task']} ({res['split']})", "", "### Table 1: quality and diversity", head]
         lines += [_row(k, v) for k, v in res["table1"].items()]
-        lines += ["", "### Table 2: wall time per sample (s)", "| row | s/sample |", "|---|---|"]
-        lines += [f"| {k} | {v:.5f} |" for k, v in res["table2_seconds_per_sample"].items()]
+        lines += ["", "### Table 2: latency per sample, batch 1 (s)", "| row | s/sample |", "|---|---|"]
+        lines += [f"| {k} | {v:.5f} |" for k, v in res["table2_latency_s"].items()]
+        lines += ["", "Targets: " + ", ".join(f"{k} {v:.3g}" for k, v in res["targets"].items() if v is not None)]
         lines += ["", "### Table 3: stages", head] + [_row(k, v) for k, v in res["table3"].items()]
         lines += ["", "### Table 4: k re-noise/denoise rounds", head] + [_row(f"k={k}", v) for k, v in res["table4"].items()]
         lines += ["", "### Table 6: t_init", head] + [_row(f"t_init={k}", v) for k, v in res["table6"].items()]
-        lines += ["", "### Teacher over step counts", head] + [_row(f"{k} steps", v) for k, v in res["teacher_steps"].items()]
+        lines += ["", "Teacher BLEU over steps: " + ", ".join(f"{x['steps']}: {x['BLEU']:.4f}" for x in res["teacher_bleu_vs_steps"])]
         lines.append("")
     return "\n".join(lines)
 
@@ -217,11 +202,9 @@ def plot_figure3(results: list[dict[str, Any]], path: Path) -> str | None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for ax, res in zip(axes[0], results):
         for name, pts in res["figure3"].items():
-            pts = [p for p in pts if p[1] is not None]
-            ax.plot([p[1] for p in pts], [p[2] for p in pts], "o-", label=name)
-            for label, x, y in pts:
-                ax.annotate(str(label), (x, y), fontsize=7)
-        ax.set_xlabel("Self-BLEU (lower = more diverse)")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations (teacher: DDIM steps; student: 1 + refine rounds)")
         ax.set_ylabel("BLEU")
         ax.set_title(res["task"])
         ax.legend()
@@ -232,57 +215,40 @@ def plot_figure3(results: list[dict[str, Any]], path: Path) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    repo = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(Path(os.environ.get("DLM_SHARED_DATA", repo / ".." / "shared" / "data")) / "seq2seq"))
+    DB.add_shared_args(p)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    p.add_argument("--teacher", default=None, help="an existing diffuseq run to distil (one task only)")
-    p.add_argument("--work", default="runs/dlm_one_bench")
     p.add_argument("--out", default="benchmarks/results/dlm_one.json")
-    p.add_argument("--tokenizer", choices=("bpe", "bert"), default="bpe")
-    p.add_argument("--bpe-vocab", type=int, default=4096)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--n-layers", type=int, default=3)
-    p.add_argument("--emb-dim", type=int, default=128)
-    p.add_argument("--t-sampler", default="lossaware")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--train-steps", type=int, default=2000)
+    p.add_argument("--diffuseq-json", default=None,
+                   help="take the teacher's BLEU over steps and its best-step row from this DiffuSeq bench report "
+                        "(same --work and eval sources) instead of sampling them again")
     p.add_argument("--ar", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--ar-steps", type=int, default=None)
-    p.add_argument("--train-pairs", type=int, default=0)
     p.add_argument("--stage1-steps", type=int, default=1000)
     p.add_argument("--stage2-steps", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--set", action="append", default=[], help="distillation override KEY=VALUE (repeatable)")
-    p.add_argument("--eval-sources", type=int, default=200)
-    p.add_argument("--eval-batch", type=int, default=64)
-    p.add_argument("--time-sources", type=int, default=16)
-    p.add_argument("--steps-list", type=int, nargs="+", default=[10, 50, 200, 1000, 2000])
+    p.add_argument("--time-sources", type=int, default=8, help="sources timed one at a time (Table 2)")
+    p.add_argument("--steps-list", type=int, nargs="+", default=[10, 50, 100, 500, 1000, 2000])
     p.add_argument("--refine-list", type=int, nargs="+", default=[0, 1, 2, 4])
     p.add_argument("--t-init-list", type=int, nargs="+", default=[1000, 1490, 1900], help="in units of T=2000 (scaled)")
     p.add_argument("--t-init-steps", type=int, default=200)
     p.add_argument("--candidates", type=int, default=5)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="a minute or two: tiny model, qqp, few steps and sources")
     args = p.parse_args(argv)
     if args.smoke:
-        args.tasks, args.tokenizer, args.bpe_vocab, args.seq_len, args.d_model, args.n_layers = ["qqp"], "bpe", 512, 32, 32, 1
+        args.tasks, args.bpe_vocab, args.seq_len, args.d_model, args.n_layers = ["qqp"], 512, 32, 32, 1
         args.emb_dim, args.batch_size, args.lr, args.train_steps, args.train_pairs = 16, 16, 3e-3, 40, 400
         args.stage1_steps, args.stage2_steps, args.eval_every, args.eval_sources, args.candidates = 6, 4, 3, 12, 2
         args.steps_list, args.refine_list, args.t_init_list, args.t_init_steps = [5, 20], [0, 1], [1000, 1490], 3
-        args.time_sources, args.ar_steps = 4, 40
+        args.time_sources, args.ar_steps, args.bertscore = 4, 40, False
         args.no_progress = True
-    args.max_src_len = {"quasar_t": args.seq_len - 2 - max(12, args.seq_len // 4)}
-    return args
+    return DB.finish_args(args)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
-    work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
+    work = Path(args.work)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

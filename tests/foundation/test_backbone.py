@@ -26,6 +26,19 @@ def test_kv_cache_generation_equals_recomputation(options):
     assert torch.equal(a, b)
 
 
+def test_generation_stops_once_every_row_has_a_stop_token():
+    net = random_net(causal=True, time_conditioned=False)
+    prompt = torch.randint(0, 37, (3, 5), generator=torch.Generator().manual_seed(1))
+    full = generate(net, prompt, 19, generator=torch.Generator().manual_seed(7))
+    new = full[:, 5:]
+    stop = tuple(set(new[:, 3].tolist()))  # every row draws one of these by its 4th token
+    ends = [next(i for i, t in enumerate(r) if t in stop) for r in new.tolist()]
+    short = generate(net, prompt, 19, generator=torch.Generator().manual_seed(7), stop_ids=stop)
+    expect = max(ends) + 1
+    assert expect <= 4 and short.shape[1] == 5 + expect
+    assert torch.equal(short, full[:, : 5 + expect])
+
+
 def test_causal_model_ignores_the_future_and_cache_logits_match():
     net = random_net(causal=True, time_conditioned=False)
     x = torch.randint(0, 37, (2, 12))

@@ -19,6 +19,7 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     use_cache: bool = True,
+    stop_ids: tuple[int, ...] = (),
 ) -> Tensor:
     """Extend ``prompt`` [B, P] by ``new_tokens`` tokens.
 
@@ -32,6 +33,8 @@ def generate(
     tokens = prompt
     cache = net.new_cache(prompt.shape[0]) if use_cache else None
     step_input = prompt
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=prompt.device)
+    done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
     for _ in range(new_tokens):
         logits = net(step_input if use_cache else tokens, cache=cache)[:, -1]
         if temperature == 0:
@@ -41,4 +44,8 @@ def generate(
             nxt = sample_categorical(probs, generator)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         step_input = nxt[:, None]
+        if len(stop_ids):
+            done |= torch.isin(nxt, stop)
+            if bool(done.all()):
+                break
     return tokens

@@ -134,7 +134,8 @@ def generate_targets(
 def _ar_generate(model: Any, tokenizer: Any, rows: Any, out: list[list[str]], *, candidates: int, seed: int,
                  batch_size: int, options: dict[str, Any]) -> int:
     """AR: prompt ``eos src sep``, sources of equal length batched together (no padding in the
-    prompt), greedy when ``temperature == 0`` (the default for one candidate)."""
+    prompt), greedy when ``temperature == 0`` (the default for one candidate); a batch stops once
+    every row has ended its target (``eos`` or ``sep``)."""
     from dlmkit.sampling.autoregressive import generate
 
     bad = set(options) - {"temperature", "top_k", "top_p", "use_cache"}
@@ -158,8 +159,8 @@ def _ar_generate(model: Any, tokenizer: Any, rows: Any, out: list[list[str]], *,
             for i in range(0, len(idx), batch_size):
                 chunk = idx[i : i + batch_size]
                 prompt = torch.tensor([prompts[j] for j in chunk], dtype=torch.long, device=model.device)
-                toks = generate(model.net, prompt, new, generator=gen, **opts)[:, plen:]
-                nfe = max(nfe, new)
+                toks = generate(model.net, prompt, new, generator=gen, stop_ids=(sp.eos, sp.sep), **opts)[:, plen:]
+                nfe = max(nfe, toks.shape[1])
                 for j, seq in zip(chunk, toks.tolist()):
                     ids = []
                     for t in seq:
