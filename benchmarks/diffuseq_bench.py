@@ -8,15 +8,22 @@ For each task (the splits of shared/data/README.md, stated in the report):
   evaluate on ASSET test (10 references: multi-reference BLEU and sacreBLEU corpus BLEU).
 
 it trains a ``diffuseq`` teacher through ``dlmkit.train.loop.train`` and the ``ar`` kind on the
-same ``src sep trg eos`` rows (a plain AdamW loop over the same blocks), then reports:
-BLEU vs sampling steps (DDIM respaced) with time per sample; at the best step count BLEU,
-ROUGE-L, BERTScore (all-MiniLM-L6-v2, not the papers' DeBERTa), Dist-1, Self-BLEU and Div-4
-over ``--candidates`` seeds, and MBR over them; a copy-the-source row; an AR row (greedy, and
-temperature-1 candidates for diversity/MBR, with the KV cache).
+same ``src sep trg eos`` rows (a plain AdamW loop over the same blocks) into ``WORK/TASK/{diffuseq,ar}``
+(a finished run there is reused, so the DLM-One bench distils the same teachers), then reports:
+BLEU vs sampling steps (DDIM respaced, one candidate) with time per sample at ``--eval-batch``;
+at the best step count (up to ``--cand-max-steps``) BLEU, ROUGE-L, BERTScore (all-MiniLM-L6-v2,
+not the papers' DeBERTa), Dist-1, Self-BLEU and Div-4 over ``--candidates`` seeds, the shares of
+empty and one-token-dominated outputs, and MBR over the candidates; a copy-the-source row; an AR
+row (greedy, and temperature-1 candidates for diversity/MBR, with the KV cache).
+
+The reported CPU run, one task per process (teachers: 5000 steps, simplification 3000)::
+
+    python benchmarks/diffuseq_bench.py --work runs/s2s --tasks qqp --train-steps 5000 --ar-steps 2000 \
+        --cand-max-steps 100 --out benchmarks/results/diffuseq_qqp.json
 
 Quick version (~10 minutes on 2 CPU cores; figures are a smoke test, not a reproduction)::
 
-    python benchmarks/diffuseq_bench.py --quick --out benchmarks/results/diffuseq_quick.json
+    python benchmarks/diffuseq_bench.py --quick --work runs/diffuseq_quick --out benchmarks/results/diffuseq_quick.json
 
 Writes JSON (``--out``) and prints markdown tables.
 """
@@ -307,10 +314,15 @@ def add_shared_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def max_src_len(task: str, seq_len: int) -> int:
+    """Source budget: question generation has long passages and short questions (the target keeps
+    a quarter, at least 12 tokens); 0 (half each) for the others."""
+    return seq_len - 2 - max(12, seq_len // 4) if task == "quasar_t" else 0
+
+
 def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     args.ar_steps = args.ar_steps or args.train_steps
-    # question generation: long passages, short questions; simplification: similar lengths
-    args.max_src_len = {"quasar_t": args.seq_len - 2 - max(12, args.seq_len // 4)}
+    args.max_src_len = {t: max_src_len(t, args.seq_len) for t in TASKS}
     return args
 
 

@@ -4,10 +4,10 @@ analogues of the paper's tables (Chen, Zhang, Zhou 2025).
 Per task (``qqp``, ``quasar_t``; splits of shared/data/README.md: train on ``test.jsonl``,
 evaluate on ``valid.jsonl``):
 
-* a ``diffuseq`` teacher (``dlmkit.train.loop.train``; or ``--teacher RUN``) and an ``ar`` model
-  on the same rows (``benchmarks/diffuseq_bench.py``'s helpers);
+* the ``diffuseq`` teacher and the ``ar`` model of ``benchmarks/diffuseq_bench.py`` in
+  ``WORK/TASK`` (reused when that bench trained them; trained here otherwise);
 * a DLM-One student through ``dlmkit.distill.dlm_one.distill_dlm_one`` (stage 1 SiD, stage 2
-  SiD + adversarial, Table 5 defaults unless overridden).
+  SiD + adversarial, Table 5 defaults unless overridden) in ``WORK/TASK/dlm_one_S1_S2``.
 
 Tables:
 
@@ -15,18 +15,26 @@ Tables:
   final) vs AR (greedy): BLEU, ROUGE-L, BERTScore, and the diversity columns Dist-1, Self-BLEU,
   Div-4 over ``--candidates`` seeds, plus ``empty`` (fraction of empty outputs) and ``repeat``
   (fraction of outputs whose commonest token is more than half of it): degenerate students
-  (one repeated token, empty outputs) show there;
-* **Table 2** speed: wall time per sample of the teacher at ``T`` (2000) steps and at its best
-  step count, the student (1 step), and AR with its KV cache, in the same process;
-* **Table 3** stages: stage 1 (SiD) vs stage 2 (SiD + adversarial) BLEU and diversity;
+  (one repeated token, empty outputs) show there. With ``--diffuseq-json`` the teacher's row and
+  its BLEU over steps come from the DiffuSeq bench's report (same run, sources and seed);
+* **Table 2** latency: wall time per sample, one source at a time, of the teacher at ``T``
+  (2000) steps and at its best step count, the student (1 step), and AR with its KV cache, all
+  in this process on the same sources; ``targets`` holds the issue's three ratios;
+* **Table 3** stages: stage 1 (SiD) vs stage 2 (SiD + adversarial);
 * **Table 4** ``k`` re-noise/denoise rounds of the student's own output (``k = 0, 1, 2, 4``);
 * **Table 6** sensitivity to ``t_init`` (short stage-1 distillations at several ``t_init``);
-* **Figure 3** quality-diversity trade-off: (Self-BLEU, BLEU) points of the teacher over step
-  counts and the student over ``k`` (JSON, and a PNG when matplotlib is present).
+* **Figure 3** the teacher's BLEU against its steps, with the student's points at 1 + k network
+  calls (JSON, and a PNG when matplotlib is present).
+
+The reported CPU run, after the DiffuSeq bench's run of the same task::
+
+    python benchmarks/dlm_one_bench.py --work runs/s2s --tasks qqp --diffuseq-json benchmarks/results/diffuseq_qqp.json \
+        --train-steps 5000 --ar-steps 2000 --stage1-steps 600 --stage2-steps 300 --t-init-steps 100 \
+        --out benchmarks/results/dlm_one_qqp.json
 
 Smoke version (a minute or two on 2 CPU cores; figures are a smoke test, not a reproduction)::
 
-    python benchmarks/dlm_one_bench.py --smoke --out benchmarks/results/dlm_one_smoke.json
+    python benchmarks/dlm_one_bench.py --smoke --work runs/dlm_one_smoke --out benchmarks/results/dlm_one_smoke.json
 
 Writes JSON (``--out``) and markdown (``--out`` with ``.md``).
 """
