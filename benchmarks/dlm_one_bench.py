@@ -118,7 +118,8 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     DB.write_jsonl(train_file, pairs)
     DB.write_jsonl(valid_file, [(s, r if isinstance(r, str) else r[0]) for s, r in zip(sources, refs)])
     # the student (a finished distillation in the run folder is reused)
-    out_dir = folder / f"dlm_one_{args.stage1_steps}_{args.stage2_steps}"
+    tag = "".join(f"_{kv.replace('=', '')}" for kv in args.set)  # another --set, another run folder
+    out_dir = folder / f"dlm_one_{args.stage1_steps}_{args.stage2_steps}{tag}"
     dcfg = apply_overrides(DistillConfig(), [f"stage1.steps={args.stage1_steps}", f"stage2.steps={args.stage2_steps}",
                                               f"batch_size={args.batch_size}", f"eval_every={args.eval_every}",
                                               f"save_every={args.eval_every}", f"eval_n={min(64, len(sources))}", *args.set])
@@ -154,7 +155,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
         c = apply_overrides(DistillConfig(), [f"stage1.steps={args.t_init_steps}", "stage2.steps=0", f"t_init={t_init}",
                                               f"batch_size={args.batch_size}", f"eval_every={args.t_init_steps}", "save_every=0",
                                               f"eval_n={min(64, len(sources))}", *args.set])
-        d = folder / f"t_init_{t_init}_{args.t_init_steps}"
+        d = folder / f"t_init_{t_init}_{args.t_init_steps}{tag}"
         r = distill_dlm_one(str(teacher_dir), str(d), c, data=str(train_file), valid=str(valid_file),
                             progress=not args.no_progress, resume=(d / "distill.json").is_file())
         m, _ = load_model(r["student"])
@@ -238,7 +239,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-sources", type=int, default=8, help="sources timed one at a time (Table 2)")
     p.add_argument("--steps-list", type=int, nargs="+", default=[10, 50, 100, 500, 1000, 2000])
     p.add_argument("--refine-list", type=int, nargs="+", default=[0, 1, 2, 4])
-    p.add_argument("--t-init-list", type=int, nargs="+", default=[1000, 1490, 1900], help="in units of T=2000 (scaled)")
+    p.add_argument("--t-init-list", type=int, nargs="*", default=[1000, 1490, 1900], help="in units of T=2000 (scaled); none: no Table 6")
     p.add_argument("--t-init-steps", type=int, default=200)
     p.add_argument("--candidates", type=int, default=5)
     p.add_argument("--smoke", action="store_true", help="a minute or two: tiny model, qqp, few steps and sources")

@@ -60,6 +60,8 @@ def bertscore(
     ``num_layers`` defaults to 6); any other folder needs an explicit ``num_layers``.
     ``baseline_path``: a bert-score baseline file; when given, scores are rescaled with it
     (bert-score's own baselines are keyed by hub names, so none applies to a local folder).
+    An empty output, or one whose references are all empty, scores 0 (bert-score's rule for an
+    empty candidate, which its own code path cannot reach with transformers 5 tokenizers).
     """
     if len(hyps) != len(refs):
         raise DlmError(f"{len(hyps)} outputs but {len(refs)} references")
@@ -73,10 +75,16 @@ def bertscore(
         num_layers = DEFAULT_NUM_LAYERS
     if baseline_path is not None and not Path(baseline_path).is_file():
         raise DlmError(f"BERTScore baseline file not found: {baseline_path}")
+    refs = [[r] if isinstance(r, str) else list(r) for r in refs]
+    refs = [[r for r in rs if r.strip()] for rs in refs]
+    keep = [i for i, (h, rs) in enumerate(zip(hyps, refs)) if h.strip() and rs]
+    out = BertScore([0.0] * len(hyps), [0.0] * len(hyps), [0.0] * len(hyps))
+    if not keep:
+        return out
     score = import_eval_dependency("bert_score").score
     p, r, f = score(
-        list(hyps),
-        [r if isinstance(r, str) else list(r) for r in refs],
+        [hyps[i] for i in keep],
+        [refs[i][0] if len(refs[i]) == 1 else refs[i] for i in keep],
         model_type=str(model_path),
         num_layers=num_layers,
         batch_size=batch_size,
@@ -85,7 +93,9 @@ def bertscore(
         rescale_with_baseline=baseline_path is not None,
         baseline_path=None if baseline_path is None else str(baseline_path),
     )
-    return BertScore(p.tolist(), r.tolist(), f.tolist())
+    for j, i in enumerate(keep):
+        out.precision[i], out.recall[i], out.f1[i] = float(p[j]), float(r[j]), float(f[j])
+    return out
 
 
 def _is_default_model(path: Path) -> bool:
