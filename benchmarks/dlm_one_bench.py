@@ -218,7 +218,7 @@ def plot_figure3(results: list[dict[str, Any]], path: Path) -> str | None:
         for name, pts in res["figure3"].items():
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
         ax.set_xscale("log")
-        ax.set_xlabel("network evaluations (teacher: DDIM steps; student: 1 + refine rounds)")
+        ax.set_xlabel("network calls (teacher: steps; student: 1 + k)")
         ax.set_ylabel("BLEU")
         ax.set_title(res["task"])
         ax.legend()
