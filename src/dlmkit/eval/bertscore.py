@@ -84,7 +84,7 @@ def bertscore(
     score = import_eval_dependency("bert_score").score
     p, r, f = score(
         [hyps[i] for i in keep],
-        [refs[i][0] if len(refs[i]) == 1 else refs[i] for i in keep],
+        [refs[i] for i in keep],  # always lists: bert-score decides single vs multi by the first item
         model_type=str(model_path),
         num_layers=num_layers,
         batch_size=batch_size,
