@@ -57,6 +57,7 @@ from dlmkit.train.checkpoint import load_model, step_folders, write_model_folder
 from dlmkit.train.loop import build_model, lr_factor, train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t", "simplification")
+DEFAULT_DATA = str(Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")) / "seq2seq")
 SPLITS = {
     "qqp": "train qqp/test.jsonl (2500), eval qqp/valid.jsonl",
     "quasar_t": "train quasar_t/test.jsonl (9999), eval quasar_t/valid.jsonl",
@@ -153,6 +154,19 @@ def train_ar(args: argparse.Namespace, cfg: Any, tok: Any, blocks: Any) -> tuple
     return model.eval(), time.perf_counter() - start
 
 
+def bleu_sweep(model: Any, tok: Any, sources: list[str], refs: list[Any], steps_list: list[int], *, seed: int,
+               batch_size: int, max_src_len: int, log: str | None = None) -> list[dict[str, Any]]:
+    """BLEU (one candidate) and seconds per sample at each step count up to the model's ``T``."""
+    sweep = []
+    for k in [k for k in steps_list if k <= model.method.T]:
+        r = generate_targets(model, tok, sources, steps=k, seed=seed, batch_size=batch_size, max_src_len=max_src_len)
+        sweep.append({"steps": k, "BLEU": _bleu([c[0] for c in r["candidates"]], refs), "s_per_sample": r["seconds_per_sample"]})
+        if log:
+            print(f"[{log}] diffuseq steps {k}: BLEU {sweep[-1]['BLEU']:.4f}, {r['seconds_per_sample'] * 1000:.1f} ms/sample",
+                  file=sys.stderr)
+    return sweep
+
+
 def finished(run_dir: Path, steps: int) -> bool:
     """A run in ``run_dir`` that reached ``steps``: reused rather than retrained."""
     newest = step_folders(run_dir)
@@ -163,13 +177,15 @@ def write_jsonl(path: Path, pairs: list[tuple[str, str]]) -> None:
     path.write_text("".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in pairs), encoding="utf-8")
 
 
-def task_pairs(args: argparse.Namespace, task: str) -> tuple[list[tuple[str, str]], list[str], list[Any]]:
-    """The task's training pairs (capped by ``--train-pairs``), eval sources and references (``--eval-sources``)."""
+def task_pairs(args: argparse.Namespace, task: str) -> tuple[list[tuple[str, str]], list[str], list[Any], list[tuple[str, Any]]]:
+    """The task's training pairs (capped by ``--train-pairs``), the ``--eval-sources`` reported
+    sources and references, and the evaluation pairs after them (held out for model selection)."""
     pairs, sources, refs = task_data(Path(args.data), task)
     if args.train_pairs and len(pairs) > args.train_pairs:
         keep = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed))[: args.train_pairs].tolist()
         pairs = [pairs[i] for i in sorted(keep)]
-    return pairs, sources[: args.eval_sources], refs[: args.eval_sources]
+    n = args.eval_sources
+    return pairs, sources[:n], refs[:n], list(zip(sources[n:], refs[n:]))
 
 
 def ensure_teacher(args: argparse.Namespace, task: str, folder: Path, pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -218,7 +234,7 @@ def ensure_ar(args: argparse.Namespace, task: str, folder: Path, pairs: list[tup
 
 
 def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
-    pairs, sources, refs = task_pairs(args, task)
+    pairs, sources, refs, _ = task_pairs(args, task)
     folder = work / task
     max_src = args.max_src_len.get(task, 0)
     teacher_info = ensure_teacher(args, task, folder, pairs)
@@ -228,22 +244,11 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     kw = dict(batch_size=args.eval_batch, max_src_len=max_src)
 
     # BLEU and time per sample vs steps (one candidate)
-    sweep = []
-    outs_by_k = {}
-    for k in args.steps_list:
-        if k > model.method.T:
-            continue
-        r = generate_targets(model, mtok, sources, steps=k, seed=args.seed, **kw)
-        hyps = [c[0] for c in r["candidates"]]
-        outs_by_k[k] = hyps
-        sweep.append({"steps": k, "BLEU": _bleu(hyps, refs), "s_per_sample": r["seconds_per_sample"]})
-        print(f"[{task}] diffuseq steps {k}: BLEU {sweep[-1]['BLEU']:.4f}, {r['seconds_per_sample'] * 1000:.1f} ms/sample", file=sys.stderr)
+    sweep = bleu_sweep(model, mtok, sources, refs, args.steps_list, seed=args.seed, log=task, **kw)
     report["bleu_vs_steps"] = sweep
-    best = max(sweep, key=lambda s: s["BLEU"])["steps"]
-    report["best_steps"] = best
+    report["best_steps"] = max(sweep, key=lambda s: s["BLEU"])["steps"]
     affordable = [s for s in sweep if s["steps"] <= args.cand_max_steps] or sweep[:1]
-    best = max(affordable, key=lambda s: s["BLEU"])["steps"]
-    report["candidate_steps"] = best
+    best = report["candidate_steps"] = max(affordable, key=lambda s: s["BLEU"])["steps"]
 
     # at the best (affordable) step count: candidates (seeds) for diversity and MBR
     r = generate_targets(model, mtok, sources, steps=best, candidates=args.candidates, seed=args.seed, **kw)
@@ -289,8 +294,7 @@ def render(results: list[dict[str, Any]]) -> str:
 def add_shared_args(p: argparse.ArgumentParser) -> None:
     """Data, run folders and the teacher / AR model: the same defaults in the DLM-One bench, so
     both benches share (reuse) one set of trained models."""
-    repo = Path(__file__).resolve().parents[1]
-    p.add_argument("--data", default=str(Path(os.environ.get("DLM_SHARED_DATA", repo / ".." / "shared" / "data")) / "seq2seq"))
+    p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--work", default="runs/diffuseq_bench",
                    help="run folders WORK/TASK/{diffuseq,ar}; finished ones are reused, not retrained")
     p.add_argument("--tokenizer", choices=("bpe", "bert"), default="bpe",

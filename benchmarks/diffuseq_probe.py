@@ -60,7 +60,7 @@ def probe(run: Path, task: str, pairs: list[tuple[str, str]], ts: list[int], see
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=DB.parse_args([]).data)
+    p.add_argument("--data", default=DB.DEFAULT_DATA)
     p.add_argument("--work", default="runs/diffuseq_bench")
     p.add_argument("--tasks", nargs="+", default=list(DB.TASKS), choices=DB.TASKS)
     p.add_argument("--rows", type=int, default=64)

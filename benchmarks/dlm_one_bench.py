@@ -97,16 +97,14 @@ def teacher_rows(args: argparse.Namespace, task: str, teacher: Any, tok: Any, so
             raise SystemExit(f"{args.diffuseq_json}: no {task} result for this run folder and {len(sources)} eval sources")
         row = next(r for r in found["rows"] if r["system"] == "DiffuSeq")
         return found["bleu_vs_steps"], {**row, "nfe": row["steps"], "from": args.diffuseq_json}
-    sweep = []
-    for k in [k for k in args.steps_list if k <= teacher.method.T]:
-        r = generate_targets(teacher, tok, sources, steps=k, seed=args.seed, batch_size=args.eval_batch, max_src_len=max_src_len)
-        sweep.append({"steps": k, "BLEU": DB._bleu([c[0] for c in r["candidates"]], refs), "s_per_sample": r["seconds_per_sample"]})
+    sweep = DB.bleu_sweep(teacher, tok, sources, refs, args.steps_list, seed=args.seed, batch_size=args.eval_batch,
+                          max_src_len=max_src_len)
     best = max(sweep, key=lambda x: x["BLEU"])["steps"]
     return sweep, evaluate(teacher, tok, sources, refs, steps=best, candidates=args.candidates, args=args, max_src_len=max_src_len)
 
 
 def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
-    pairs, sources, refs = DB.task_pairs(args, task)
+    pairs, sources, refs, rest = DB.task_pairs(args, task)
     folder = work / task
     max_src_len = args.max_src_len.get(task, 0)
     teacher_info = DB.ensure_teacher(args, task, folder, pairs)
@@ -117,8 +115,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     train_file, valid_file = folder / "train.jsonl", folder / "valid.jsonl"
     DB.write_jsonl(train_file, pairs)
     # checkpoints are chosen on the next sources of the evaluation file, never on the reported ones
-    _, all_sources, all_refs = DB.task_data(Path(args.data), task)
-    held = list(zip(all_sources, all_refs))[len(sources): len(sources) + args.select_sources]
+    held = rest[: args.select_sources]
     if not held:
         raise SystemExit(f"{task}: no evaluation sources left after the first {len(sources)} to choose checkpoints on")
     DB.write_jsonl(valid_file, [(s, r if isinstance(r, str) else r[0]) for s, r in held])
