@@ -51,7 +51,17 @@ def _launch(cfg_path: Path) -> subprocess.Popen:
     )
 
 
-def test_sigkill_then_resume_is_bitwise_identical(tiny_cfg, tmp_path):
+@pytest.fixture
+def one_thread():
+    """The killed run's subprocess trains on one thread (``_launch``); so must the reference and the
+    resume in this process, or float reductions differ in the last bits whatever else the suite set."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tiny_cfg, tmp_path, one_thread):
     """A run killed with SIGKILL mid-way and resumed ends with the same bits as an uninterrupted one.
 
     Dropout and an EMA are on, so the RNG streams, the EMA and the optimiser must all be restored.
