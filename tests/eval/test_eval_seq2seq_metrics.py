@@ -196,3 +196,33 @@ def test_read_asset_multi_reference(tmp_path):
         sm.read_asset(tmp_path)
     with pytest.raises(DlmError, match="no such file"):
         sm.read_asset(tmp_path, split="valid")
+
+
+@pytest.mark.parametrize("corpus", ["asset", "turkcorpus"])
+def test_multi_reference_on_real_sets_matches_nltk_rouge_score_sacrebleu(shared_data, corpus):
+    """ASSET test (10 references) and TurkCorpus valid (8, grouped by source): dlmkit's figures
+    equal direct nltk / rouge-score / sacreBLEU calls, for a copy of the source and a damaged one."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    root = shared_data / "seq2seq" / corpus
+    if corpus == "asset":
+        sources, refs = sm.read_asset(root)
+    else:
+        groups: dict[str, list[str]] = {}
+        for line in (root / "valid.tsv").read_text(encoding="utf-8").splitlines():
+            s, r = line.split("\t")
+            groups.setdefault(s, []).append(r)
+        sources, refs = list(groups), list(groups.values())
+    sources, refs = sources[:40], refs[:40]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    for hyps in (sources, [" ".join(s.split()[::2]).lower() for s in sources]):
+        out = sm.evaluate_seq2seq(hyps, refs)
+        want_bleu = sum(nltk_bleu(r, h) for h, r in zip(hyps, refs)) / len(hyps)
+        want_rouge = sum(scorer.score_multi(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)) / len(hyps)
+        n = min(len(r) for r in refs)
+        want_corpus = sacrebleu.corpus_bleu(hyps, [[r[i] for r in refs] for i in range(n)]).score
+        assert out["multi_ref_bleu"] == pytest.approx(want_bleu, abs=1e-12)
+        assert out["rouge_l"] == pytest.approx(want_rouge, abs=1e-12)
+        if all(len(r) == n for r in refs):
+            assert out["corpus_bleu"] == pytest.approx(want_corpus, abs=1e-9)
