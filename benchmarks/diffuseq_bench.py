@@ -25,7 +25,10 @@ Quick version (~10 minutes on 2 CPU cores; figures are a smoke test, not a repro
 
     python benchmarks/diffuseq_bench.py --quick --work runs/diffuseq_quick --out benchmarks/results/diffuseq_quick.json
 
-Writes JSON (``--out``) and prints markdown tables.
+Writes JSON (``--out``) and prints markdown tables. The generated texts behind every metric row
+go beside it, to ``OUT`` with ``.outputs.jsonl`` (see ``write_report``), so that
+``benchmarks/seq2seq_rescore.py`` can recompute the metric columns after a metric changes,
+without the run folders.
 """
 
 from __future__ import annotations
@@ -99,6 +102,39 @@ def degeneracy(hyps: list[str]) -> dict[str, float]:
             "repeat": sum(len(t) >= 2 and Counter(t).most_common(1)[0][1] > len(t) / 2 for t in toks) / n}
 
 
+def with_outputs(row: dict[str, Any], sources: list[str], refs: list[Any], recover: list[str],
+                 candidates: list[list[str]] | None = None, *, mbr: bool = False) -> dict[str, Any]:
+    """``row`` with the texts it was computed from (moved to the sidecar file by ``write_report``):
+    ``recover`` scored against ``refs``; with ``mbr`` the row is the MBR choice among
+    ``candidates``, else ``candidates`` (if any) gave its Self-BLEU and Div-4."""
+    row["_outputs"] = {"source": sources, "reference": refs, "recover": recover, "candidates": candidates, "mbr": mbr}
+    return row
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` as JSON to ``out`` and every row's ``_outputs`` to ``out`` with
+    ``.outputs.jsonl``: one line per row, ``{"paths": [where the row sits in the JSON, as key
+    lists], "source", "reference", "recover", "candidates", "mbr"}`` (a row reached by several
+    paths, e.g. one table reusing another's row, is stored once)."""
+    found: dict[int, dict[str, Any]] = {}
+
+    def walk(node: Any, path: list[Any]) -> Any:
+        if isinstance(node, dict):
+            if id(node) in found:
+                found[id(node)]["paths"].append(path)
+            elif "_outputs" in node:
+                found[id(node)] = {"paths": [path], **node["_outputs"]}
+            return {k: walk(v, [*path, k]) for k, v in node.items() if k != "_outputs"}
+        if isinstance(node, list):
+            return [walk(v, [*path, i]) for i, v in enumerate(node)]
+        return node
+
+    clean = walk(report, [])
+    out.write_text(json.dumps(clean, indent=2, default=str) + "\n", encoding="utf-8")
+    lines = [json.dumps(v, ensure_ascii=False, default=str) for v in found.values()]
+    out.with_suffix(".outputs.jsonl").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+
+
 def _bertscore_model() -> str | None:
     try:
         from dlmkit.eval.bertscore import default_model_path
@@ -160,7 +196,8 @@ def bleu_sweep(model: Any, tok: Any, sources: list[str], refs: list[Any], steps_
     sweep = []
     for k in [k for k in steps_list if k <= model.method.T]:
         r = generate_targets(model, tok, sources, steps=k, seed=seed, batch_size=batch_size, max_src_len=max_src_len)
-        sweep.append({"steps": k, "BLEU": _bleu([c[0] for c in r["candidates"]], refs), "s_per_sample": r["seconds_per_sample"]})
+        hyps = [c[0] for c in r["candidates"]]
+        sweep.append(with_outputs({"steps": k, "BLEU": _bleu(hyps, refs), "s_per_sample": r["seconds_per_sample"]}, sources, refs, hyps))
         if log:
             print(f"[{log}] diffuseq steps {k}: BLEU {sweep[-1]['BLEU']:.4f}, {r['seconds_per_sample'] * 1000:.1f} ms/sample",
                   file=sys.stderr)
@@ -255,21 +292,26 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     cands = r["candidates"]
     rows = []
     m = metrics([c[0] for c in cands], refs, sources=sources, candidates=cands, bertscore=args.bertscore)
-    rows.append({"system": "DiffuSeq", "steps": best, **m, "s_per_sample": r["seconds_per_sample"]})
-    m = metrics(mbr_decode(cands), refs, sources=sources, bertscore=args.bertscore)
-    rows.append({"system": f"DiffuSeq MBR-{args.candidates}", "steps": best, **m,
-                 "s_per_sample": r["seconds_per_sample"] * args.candidates})
+    rows.append(with_outputs({"system": "DiffuSeq", "steps": best, **m, "s_per_sample": r["seconds_per_sample"]},
+                             sources, refs, [c[0] for c in cands], cands))
+    chosen = mbr_decode(cands)
+    m = metrics(chosen, refs, sources=sources, bertscore=args.bertscore)
+    rows.append(with_outputs({"system": f"DiffuSeq MBR-{args.candidates}", "steps": best, **m,
+                              "s_per_sample": r["seconds_per_sample"] * args.candidates}, sources, refs, chosen, cands, mbr=True))
     rows.append({"system": "copy source", "steps": 0, **metrics(list(sources), refs, sources=sources, bertscore=args.bertscore)})
 
     # AR baseline on the same rows
     ar, report["ar_train"] = ensure_ar(args, task, folder, pairs, mtok)
     g1 = generate_targets(ar, mtok, sources, seed=args.seed, **kw)
     gk = generate_targets(ar, mtok, sources, candidates=args.candidates, seed=args.seed, **kw)
-    m = metrics([c[0] for c in g1["candidates"]], refs, sources=sources, candidates=gk["candidates"], bertscore=args.bertscore)
-    rows.append({"system": "AR greedy (div: T=1 samples)", "steps": g1["nfe"], **m, "s_per_sample": g1["seconds_per_sample"]})
-    m = metrics(mbr_decode(gk["candidates"]), refs, sources=sources, bertscore=args.bertscore)
-    rows.append({"system": f"AR MBR-{args.candidates} (T=1)", "steps": gk["nfe"], **m,
-                 "s_per_sample": gk["seconds_per_sample"] * args.candidates})
+    greedy = [c[0] for c in g1["candidates"]]
+    m = metrics(greedy, refs, sources=sources, candidates=gk["candidates"], bertscore=args.bertscore)
+    rows.append(with_outputs({"system": "AR greedy (div: T=1 samples)", "steps": g1["nfe"], **m, "s_per_sample": g1["seconds_per_sample"]},
+                             sources, refs, greedy, gk["candidates"]))
+    chosen = mbr_decode(gk["candidates"])
+    m = metrics(chosen, refs, sources=sources, bertscore=args.bertscore)
+    rows.append(with_outputs({"system": f"AR MBR-{args.candidates} (T=1)", "steps": gk["nfe"], **m,
+                              "s_per_sample": gk["seconds_per_sample"] * args.candidates}, sources, refs, chosen, gk["candidates"], mbr=True))
     report["rows"] = rows
     report["examples"] = [{"source": s, "reference": rf, "diffuseq": c[0], "ar": a[0]}
                           for s, rf, c, a in list(zip(sources, refs, cands, g1["candidates"]))[:3]]
@@ -364,10 +406,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "device": "cpu", "threads": torch.get_num_threads(), "seconds": time.perf_counter() - start,
                   "complete": len(results) == len(args.tasks),
                   "note": "BERTScore uses all-MiniLM-L6-v2 (layer 6), not the papers' deberta-xlarge-mnli; "
-                          "BLEU is DiffuSeq's mean sentence BLEU (multi-reference BLEU for ASSET); "
+                          "BLEU is DiffuSeq's mean sentence BLEU, standard argument order (multi-reference BLEU for ASSET); "
                           "times are wall clock on a shared CPU.",
                   "tasks": results}
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        write_report(out, report)
     print(render(results))
     print(f"\nwrote {out} in {report['seconds']:.0f} s")
     return report

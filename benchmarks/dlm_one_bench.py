@@ -76,7 +76,7 @@ def evaluate(model: Any, tok: Any, sources: list[str], refs: list[Any], *, steps
     out = DB.metrics(hyps, refs, sources=sources, candidates=cands if candidates > 1 else None, bertscore=args.bertscore)
     out.update(nfe=res["nfe"], seconds_per_sample=res["seconds_per_sample"], steps=steps)
     out["examples"] = [{"source": s, "reference": r, "output": h} for s, r, h in list(zip(sources, refs, hyps))[:3]]
-    return out
+    return DB.with_outputs(out, sources, refs, hyps, cands if candidates > 1 else None)
 
 
 def latency(model: Any, tok: Any, sources: list[str], *, steps: int, max_src_len: int, options: dict[str, Any] | None = None) -> float:
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "note": "BLEU is DiffuSeq's mean sentence BLEU; diversity over --candidates seeds; empty/repeat flag "
                           "degenerate outputs; times are wall clock on a shared CPU; CPU-scale splits, not the paper's.",
                   "tasks": results}
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        DB.write_report(out, report)  # the texts behind each row go to OUT.outputs.jsonl
     md = render(results)
     plot = plot_figure3(results, out.with_suffix(".png"))
     if plot:

@@ -143,7 +143,7 @@ def cmd_eval_seq2seq(args: argparse.Namespace) -> None:
     from dlmkit.eval.seq2seq_cli import render, run_eval
 
     result = run_eval(args.hyp, args.ref, src=args.src, mbr=args.mbr, candidates_files=args.candidates_file,
-                      bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers)
+                      bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, progress=not args.no_progress)
     _emit(args, result, lambda: print(render(result)))
 
 
@@ -418,13 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(ep)
     ep.set_defaults(func=cmd_eval_ppl)
     es = esub.add_parser("seq2seq", help="DiffuSeq metrics (BLEU, ROUGE-L, BERTScore, Dist-1, Self-BLEU, Div-4) of outputs")
-    es.add_argument("--hyp", default=None, help="outputs: DiffuSeq jsonl (recover/reference/source) or one a line")
+    es.add_argument("--hyp", default=None, help="outputs: a DiffuSeq output folder (seed*.json), DiffuSeq jsonl (recover/reference/source) or one a line")
     es.add_argument("--ref", nargs="+", default=[], help="references: one file, or several aligned files (multi-reference)")
     es.add_argument("--src", default=None, help="sources, one a line")
     es.add_argument("--mbr", action="store_true", help="score the MBR choice among the candidates")
     es.add_argument("--candidates-file", nargs="+", default=[], help="one output file per seed (Self-BLEU, Div-4, MBR)")
-    es.add_argument("--bertscore-model", default=None, help="local model folder for BERTScore ('default': all-MiniLM-L6-v2)")
+    es.add_argument("--bertscore-model", default=None, help="local model folder for BERTScore (default: all-MiniLM-L6-v2 when installed; 'none': skip)")
     es.add_argument("--bertscore-layers", type=int, default=None, help="layer for BERTScore (needed for non-default models)")
+    es.add_argument("--no-progress", action="store_true")
     common(es)
     es.set_defaults(func=cmd_eval_seq2seq)
     add_eval_suite_parsers(esub, sub, common)

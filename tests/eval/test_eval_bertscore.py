@@ -59,9 +59,12 @@ def test_baseline_rescaling_from_a_file(scores, tmp_path):
     assert out.recall == pytest.approx([(r - 0.25) / 0.75 for r in scores.recall], abs=1e-5)
 
 
-def test_empty_output_or_reference_scores_zero_and_others_unchanged(scores):
-    out = bertscore(["", HYPS[0], HYPS[1], HYPS[1]], ["a cat", REFS[0], "  ", ["", REFS[1]]])
+def test_empty_output_or_reference_scores_zero_in_place(scores):
+    # bert-score's rule: an empty (or whitespace-only) side gives 0; every row stays in the call
+    out = bertscore(["", HYPS[0], HYPS[1], HYPS[1], " "], ["a cat", REFS[0], "  ", ["", REFS[1]], ""])
     assert out.f1[0] == out.precision[0] == out.recall[0] == 0.0
-    assert out.f1[2] == 0.0  # every reference empty
+    assert out.f1[2] == 0.0 and out.f1[4] == 0.0
     assert out.f1[1] == pytest.approx(scores.f1[0], abs=1e-6)
-    assert out.f1[3] == pytest.approx(scores.f1[1], abs=1e-6)  # the empty reference is dropped
+    assert out.f1[3] == pytest.approx(scores.f1[1], abs=1e-6)  # best over its references
+    with pytest.raises(DlmError, match="no reference"):
+        bertscore(HYPS[:1], [[]])

@@ -21,10 +21,10 @@ def test_mbr_picks_the_consensus_candidate():
 
 
 def test_mbr_matches_diffuseq_selection():
-    # DiffuSeq's selectBest: bleu[i][j] = sentence_bleu([c_i], c_j), zero diagonal, argmax row sum.
+    # DiffuSeq's selectBest: bleu[i][j] = sentence_bleu([c_j], c_i), zero diagonal, argmax row sum.
     smooth = SmoothingFunction().method4
     m = np.array([
-        [sentence_bleu([a.split()], b.split(), smoothing_function=smooth) for b in CANDIDATES]
+        [sentence_bleu([b.split()], a.split(), smoothing_function=smooth) for b in CANDIDATES]
         for a in CANDIDATES
     ])
     np.fill_diagonal(m, 0)

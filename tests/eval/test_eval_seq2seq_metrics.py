@@ -27,20 +27,20 @@ def nltk_bleu(references, hypothesis):
     )
 
 
-def test_sentence_bleu_uses_diffuseq_argument_order():
-    # DiffuSeq: output as NLTK reference (6 tokens), gold as NLTK hypothesis (7 tokens):
-    # precisions 6/7, 5/6, 4/5, 3/4, no brevity penalty -> (3/7) ** (1/4)
-    assert sm.sentence_bleu(HYP, REF) == pytest.approx((3 / 7) ** 0.25)
-    assert sm.sentence_bleu(HYP, REF) == nltk_bleu([HYP], REF)
-    # The standard order would give all precisions 1 and brevity penalty exp(1 - 7/6).
-    swapped = nltk_bleu([REF], HYP)
-    assert swapped == pytest.approx(math.exp(-1 / 6))
-    assert sm.sentence_bleu(HYP, REF) != pytest.approx(swapped)
+def test_sentence_bleu_uses_the_standard_argument_order():
+    # DiffuSeq's current script: gold as NLTK reference (7 tokens), output as hypothesis (6):
+    # every n-gram precision 1, brevity penalty exp(1 - 7/6).
+    assert sm.sentence_bleu(HYP, REF) == pytest.approx(math.exp(-1 / 6))
+    assert sm.sentence_bleu(HYP, REF) == nltk_bleu([REF], HYP)
+    # The November 2022 script's swapped order: precisions 6/7, 5/6, 4/5, 3/4 -> (3/7) ** (1/4)
+    assert nltk_bleu([HYP], REF) == pytest.approx((3 / 7) ** 0.25)
+    assert sm.sentence_bleu(HYP, REF) != pytest.approx(nltk_bleu([HYP], REF))
+    assert sm.sentence_bleu("", REF) == 0.0
 
 
 def test_bleu_is_mean_of_sentence_bleu():
     hyps, refs = [HYP, "a b c"], [REF, "a b d"]
-    expected = (nltk_bleu([HYP], REF) + nltk_bleu(["a b c"], "a b d")) / 2
+    expected = (nltk_bleu([REF], HYP) + nltk_bleu(["a b d"], "a b c")) / 2
     assert sm.bleu(hyps, refs) == pytest.approx(expected)
     with pytest.raises(DlmError, match="2 outputs but 1 references"):
         sm.bleu(hyps, refs[:1])
@@ -91,7 +91,7 @@ def test_dist1_by_hand():
 def test_self_bleu_and_div4_like_diffuseq():
     cands = ["a b c d e", "a b c d f", "q r s t u"]
     pairs = [(0, 1), (0, 2), (1, 2)]
-    expected = sum(nltk_bleu([cands[i]], cands[j]) for i, j in pairs) / 3
+    expected = sum(nltk_bleu([cands[j]], cands[i]) for i, j in pairs) / 3  # earlier one as output
     assert sm.self_bleu(cands) == pytest.approx(expected)
     assert sm.self_bleu(["a b c d", "a b c d"]) == pytest.approx(1.0)
     assert sm.self_bleu(["only one"]) == 0.0
@@ -118,6 +118,8 @@ def test_evaluate_seq2seq_single_and_multi_reference():
     assert out["rouge_l"] == pytest.approx(sm.rouge_l([HYP, "a b c"], [REF, "a b d"]))
     assert out["dist1"] == pytest.approx((5 / 6 + 1) / 2)
     assert (out["hyp_len"], out["ref_len"], out["src_len"]) == (4.5, 5.0, 1.5)
+    assert out["avg_len"] == 4.5
+    assert sm.evaluate_seq2seq([" a  b ", ""], ["a b", "c"])["avg_len"] == (5 + 1) / 2  # str.split(' ')
     assert set(out) >= {"self_bleu", "div4"} and "bertscore_f1" not in out
 
     multi = sm.evaluate_seq2seq(["a b c d e"], [["a b c d x", "y b c d e"]])
@@ -150,7 +152,15 @@ def test_read_diffuseq_input_and_output_formats(tmp_path):
         "source": "[CLS] a pet [SEP]",
     }])
     out = sm.read_diffuseq_jsonl(tmp_path / "seed0.json")
-    assert (out.sources, out.references, out.hypotheses) == (["a pet"], ["the dog"], ["the cat"])
+    # DiffuSeq: strip, then delete the tokens (nothing in their place, spaces left as they are)
+    assert (out.sources, out.references, out.hypotheses) == ([" a pet "], [" the dog "], [" the cat   "])
+
+
+def test_diffuseq_cleaning():
+    assert sm.clean_output("  What[PAD]is [CLS]this[SEP] [PAD] ") == "Whatis this "
+    assert sm.clean_output("[CL[SEP]S] a") == " a"  # its order: [SEP] first, then [CLS]
+    assert sm.clean_reference("[CLS] keep [PAD] [SEP]") == " keep [PAD] "  # references keep [PAD]
+    assert sm.clean_source("[CLS] src [PAD] [SEP]") == " src [PAD] "
 
 
 def test_read_diffuseq_errors(tmp_path):
@@ -186,3 +196,33 @@ def test_read_asset_multi_reference(tmp_path):
         sm.read_asset(tmp_path)
     with pytest.raises(DlmError, match="no such file"):
         sm.read_asset(tmp_path, split="valid")
+
+
+@pytest.mark.parametrize("corpus", ["asset", "turkcorpus"])
+def test_multi_reference_on_real_sets_matches_nltk_rouge_score_sacrebleu(shared_data, corpus):
+    """ASSET test (10 references) and TurkCorpus valid (8, grouped by source): dlmkit's figures
+    equal direct nltk / rouge-score / sacreBLEU calls, for a copy of the source and a damaged one."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    root = shared_data / "seq2seq" / corpus
+    if corpus == "asset":
+        sources, refs = sm.read_asset(root)
+    else:
+        groups: dict[str, list[str]] = {}
+        for line in (root / "valid.tsv").read_text(encoding="utf-8").splitlines():
+            s, r = line.split("\t")
+            groups.setdefault(s, []).append(r)
+        sources, refs = list(groups), list(groups.values())
+    sources, refs = sources[:40], refs[:40]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    for hyps in (sources, [" ".join(s.split()[::2]).lower() for s in sources]):
+        out = sm.evaluate_seq2seq(hyps, refs)
+        want_bleu = sum(nltk_bleu(r, h) for h, r in zip(hyps, refs)) / len(hyps)
+        want_rouge = sum(scorer.score_multi(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)) / len(hyps)
+        n = min(len(r) for r in refs)
+        want_corpus = sacrebleu.corpus_bleu(hyps, [[r[i] for r in refs] for i in range(n)]).score
+        assert out["multi_ref_bleu"] == pytest.approx(want_bleu, abs=1e-12)
+        assert out["rouge_l"] == pytest.approx(want_rouge, abs=1e-12)
+        if all(len(r) == n for r in refs):
+            assert out["corpus_bleu"] == pytest.approx(want_corpus, abs=1e-9)

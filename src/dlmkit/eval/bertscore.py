@@ -9,14 +9,22 @@ that model's local folder and ``num_layers=40`` to reproduce the papers' setting
 bert-score hands ``model_type`` straight to ``AutoModel/AutoTokenizer.from_pretrained``, so a
 folder path loads without network access; we insist on an existing folder so that a typo never
 turns into a hub download.
+
+Every row is scored in its own position, in one call, as DiffuSeq's script calls bert-score:
+bert-score batches the (deduplicated, length-sorted) sentences of the whole call, and its
+padding makes a sentence's embedding depend slightly on its batch, so dropping rows would move
+the other rows' scores. Empty outputs and references are passed too and get bert-score's
+documented treatment: encoded as the special tokens alone, and P = R = F = 0 for the pair.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 from dlmkit.errors import DlmError
 from dlmkit.eval.seq2seq_metrics import import_eval_dependency
@@ -53,6 +61,7 @@ def bertscore(
     batch_size: int = 64,
     device: str | None = None,
     baseline_path: str | os.PathLike[str] | None = None,
+    progress: bool = False,
 ) -> BertScore:
     """BERTScore of each output against its reference(s) (best over references if several).
 
@@ -60,8 +69,9 @@ def bertscore(
     ``num_layers`` defaults to 6); any other folder needs an explicit ``num_layers``.
     ``baseline_path``: a bert-score baseline file; when given, scores are rescaled with it
     (bert-score's own baselines are keyed by hub names, so none applies to a local folder).
-    An empty output, or one whose references are all empty, scores 0 (bert-score's rule for an
-    empty candidate, which its own code path cannot reach with transformers 5 tokenizers).
+    An empty (or whitespace-only) output or reference gives 0 for its pair, bert-score's rule
+    (with several references the best pair counts). ``progress``: bert-score's bars and status
+    lines, on stderr.
     """
     if len(hyps) != len(refs):
         raise DlmError(f"{len(hyps)} outputs but {len(refs)} references")
@@ -75,27 +85,52 @@ def bertscore(
         num_layers = DEFAULT_NUM_LAYERS
     if baseline_path is not None and not Path(baseline_path).is_file():
         raise DlmError(f"BERTScore baseline file not found: {baseline_path}")
+    # always lists: bert-score decides single vs multi by the first item (a list of one
+    # reference scores exactly as the bare string)
     refs = [[r] if isinstance(r, str) else list(r) for r in refs]
-    refs = [[r for r in rs if r.strip()] for rs in refs]
-    keep = [i for i, (h, rs) in enumerate(zip(hyps, refs)) if h.strip() and rs]
-    out = BertScore([0.0] * len(hyps), [0.0] * len(hyps), [0.0] * len(hyps))
-    if not keep:
-        return out
-    score = import_eval_dependency("bert_score").score
-    p, r, f = score(
-        [hyps[i] for i in keep],
-        [refs[i] for i in keep],  # always lists: bert-score decides single vs multi by the first item
-        model_type=str(model_path),
-        num_layers=num_layers,
-        batch_size=batch_size,
-        device=device,
-        lang="en" if baseline_path is not None else None,
-        rescale_with_baseline=baseline_path is not None,
-        baseline_path=None if baseline_path is None else str(baseline_path),
-    )
-    for j, i in enumerate(keep):
-        out.precision[i], out.recall[i], out.f1[i] = float(p[j]), float(r[j]), float(f[j])
-    return out
+    if any(not rs for rs in refs):
+        raise DlmError("BERTScore: an output has no reference")
+    if not hyps:
+        return BertScore([], [], [])
+    bert_score = import_eval_dependency("bert_score")
+    with _empty_sentences_encodable(bert_score), contextlib.redirect_stdout(sys.stderr):
+        p, r, f = bert_score.score(
+            list(hyps),
+            refs,
+            model_type=str(model_path),
+            num_layers=num_layers,
+            batch_size=batch_size,
+            device=device,
+            verbose=progress,
+            lang="en" if baseline_path is not None else None,
+            rescale_with_baseline=baseline_path is not None,
+            baseline_path=None if baseline_path is None else str(baseline_path),
+        )
+    return BertScore([float(x) for x in p], [float(x) for x in r], [float(x) for x in f])
+
+
+@contextlib.contextmanager
+def _empty_sentences_encodable(bert_score: Any) -> Iterator[None]:
+    """Let bert-score encode an empty sentence as it documents (the special tokens alone).
+
+    bert-score builds those ids with ``tokenizer.build_inputs_with_special_tokens([])``, which
+    transformers 5 tokenizers no longer have (an AttributeError for any empty row); the same ids
+    come from encoding "" with special tokens. Only the empty case is redirected, only inside
+    this call.
+    """
+    utils = bert_score.utils
+    original = utils.sent_encode
+
+    def sent_encode(tokenizer: Any, sent: str) -> Any:
+        if sent.strip() or hasattr(tokenizer, "build_inputs_with_special_tokens"):
+            return original(tokenizer, sent)
+        return tokenizer.encode("", add_special_tokens=True)
+
+    utils.sent_encode = sent_encode
+    try:
+        yield
+    finally:
+        utils.sent_encode = original
 
 
 def _is_default_model(path: Path) -> bool:

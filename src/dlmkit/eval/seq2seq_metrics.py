@@ -1,45 +1,55 @@
-"""Seq2seq metrics defined exactly as DiffuSeq's ``scripts/eval_seq2seq.py``, plus file readers.
+"""Seq2seq metrics defined exactly as DiffuSeq's current ``scripts/eval_seq2seq.py``, plus file readers.
 
 Numbers are meant to be comparable with the DiffuSeq and DLM-One papers, so the definitions
-follow that script, quirks included:
+follow that script (its version since February 2023, "We update the evaluation scripts"):
 
-* Text is split on whitespace, case kept, no detokenisation.
-* Sentence BLEU is NLTK's ``sentence_bleu`` with ``SmoothingFunction().method4`` and its
-  arguments *swapped*: DiffuSeq calls ``sentence_bleu([recover.split()], reference.split())``,
-  i.e. the model output is NLTK's reference and the gold text is NLTK's hypothesis. BLEU is
-  asymmetric (brevity penalty, clipping), so we reproduce that order; see ``sentence_bleu``.
+* Text is split on whitespace, case kept, no detokenisation. Special tokens of DiffuSeq's BERT
+  tokenizer are deleted (replaced with nothing) after stripping, as the script does: see
+  ``clean_output``, ``clean_reference`` and ``clean_source``.
+* Sentence BLEU is NLTK's ``sentence_bleu([reference.split()], output.split(),
+  smoothing_function=SmoothingFunction().method4)``, the standard orientation (DiffuSeq's
+  November 2022 script had the arguments swapped; its figures are not reproduced here).
 * ROUGE-L is the per-sentence F-measure, averaged. DiffuSeq uses torchmetrics' ``ROUGEScore()``
   whose defaults (no stemming, lowercase, non-alphanumerics to spaces) copy rouge-score's
   tokenizer; we call rouge-score with ``use_stemmer=False``. The F-measure is symmetric.
 * Dist-1 is per-sentence distinct unigrams / unigrams, averaged over sentences.
 * Self-BLEU and Div-4 are computed over the candidates decoded for one source (one per seed)
   and averaged over sources.
+* ``avg_len`` is DiffuSeq's "avg len", ``len(output.split(' '))`` (empty strings between
+  repeated or edge spaces count); ``hyp_len`` is dlmkit's whitespace-token count.
 * BERTScore is optional and uses a local model (see ``dlmkit.eval.bertscore``).
 
-Multi-reference sets (ASSET: 10 simplifications per source) get BLEU in the standard
-orientation (model output as hypothesis, all references clipped together), since the swapped
-form is undefined with several references.
+Multi-reference sets (ASSET: 10 simplifications per source) get NLTK BLEU with all references
+clipped together, plus sacreBLEU's corpus BLEU.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from types import ModuleType
-from typing import Any, Union
+from typing import Any, Iterable, TypeVar, Union
+
+from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.io import jsonl_records
 from dlmkit.eval.diversity import dist_n, div_n
 
-DIFFUSEQ_SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]")
+# What DiffuSeq's script deletes, in its order (eos, sos, sep, pad of its BERT tokenizer): the
+# order matters only for nested tokens ("[CL[SEP]S]"), kept so that every string matches.
+OUTPUT_SPECIAL_TOKENS = ("[SEP]", "[CLS]", "[SEP]", "[PAD]")
+REFERENCE_SPECIAL_TOKENS = ("[SEP]", "[CLS]", "[SEP]")
+SOURCE_SPECIAL_TOKENS = ("[SEP]", "[CLS]")
 
 References = Union[Sequence[str], Sequence[Sequence[str]]]
+T = TypeVar("T")
 
 
 def import_eval_dependency(module: str) -> ModuleType:
@@ -52,30 +62,60 @@ def import_eval_dependency(module: str) -> ModuleType:
         ) from None
 
 
+def progress_bar(items: Iterable[T], desc: str, progress: bool, total: int | None = None) -> Iterable[T]:
+    """``items`` with a tqdm bar on stderr when ``progress`` (as every dlmkit command's)."""
+    return tqdm(items, desc=desc, total=total, disable=not progress, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------- cleaning
+
+
+def _delete(text: str, tokens: Sequence[str]) -> str:
+    for tok in tokens:
+        text = text.replace(tok, "")
+    return text
+
+
+def clean_output(text: str) -> str:
+    """DiffuSeq's cleaning of a model output: strip, then delete [SEP], [CLS], [PAD] (no space
+    is put in their place, and inner or edge spaces left behind are kept: ``"What[PAD]is"`` ->
+    ``"Whatis"``, ``"[CLS] a [SEP]"`` -> ``" a "``)."""
+    return _delete(text.strip(), OUTPUT_SPECIAL_TOKENS)
+
+
+def clean_reference(text: str) -> str:
+    """DiffuSeq's cleaning of a reference: strip, then delete [SEP] and [CLS] ([PAD] is kept)."""
+    return _delete(text.strip(), REFERENCE_SPECIAL_TOKENS)
+
+
+def clean_source(text: str) -> str:
+    """DiffuSeq's cleaning of a source: strip, then delete [SEP] and [CLS]."""
+    return _delete(text.strip(), SOURCE_SPECIAL_TOKENS)
+
+
 # --------------------------------------------------------------------------- BLEU
 
 
 def sentence_bleu(hyp: str, ref: str) -> float:
-    """DiffuSeq's sentence BLEU of one model output against one reference.
+    """DiffuSeq's sentence BLEU of one model output ``hyp`` against one reference ``ref``.
 
-    Equals ``nltk.translate.bleu_score.sentence_bleu([hyp.split()], ref.split(),
-    smoothing_function=SmoothingFunction().method4)``: the *model output is passed as NLTK's
-    reference* and the gold reference as NLTK's hypothesis, exactly as DiffuSeq's ``get_bleu``
-    does. So the brevity penalty fires when the gold text is shorter than the output, and
-    n-gram precision is measured over the gold text's n-grams.
+    ``nltk.translate.bleu_score.sentence_bleu([ref.split()], hyp.split(),
+    smoothing_function=SmoothingFunction().method4)``, as DiffuSeq's ``get_bleu(recover,
+    reference)``: n-gram precision over the output's n-grams, brevity penalty when the output
+    is shorter than the reference; 0.0 for an empty output.
     """
     nltk_bleu = import_eval_dependency("nltk.translate.bleu_score")
     return float(
         nltk_bleu.sentence_bleu(
-            [hyp.split()], ref.split(), smoothing_function=nltk_bleu.SmoothingFunction().method4
+            [ref.split()], hyp.split(), smoothing_function=nltk_bleu.SmoothingFunction().method4
         )
     )
 
 
-def bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
+def bleu(hyps: Sequence[str], refs: Sequence[str], *, progress: bool = False) -> float:
     """Mean DiffuSeq sentence BLEU (``sentence_bleu``) over aligned output/reference pairs."""
     _check_aligned(hyps, refs)
-    return fmean(sentence_bleu(h, r) for h, r in zip(hyps, refs))
+    return fmean(sentence_bleu(h, r) for h, r in progress_bar(zip(hyps, refs), "BLEU", progress, len(hyps)))
 
 
 def multi_ref_sentence_bleu(hyp: str, refs: Sequence[str]) -> float:
@@ -96,10 +136,11 @@ def multi_ref_sentence_bleu(hyp: str, refs: Sequence[str]) -> float:
     )
 
 
-def multi_ref_bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+def multi_ref_bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]], *, progress: bool = False) -> float:
     """Mean ``multi_ref_sentence_bleu`` over outputs; ``refs[i]``: the references of ``hyps[i]``."""
     _check_aligned(hyps, refs)
-    return fmean(multi_ref_sentence_bleu(h, r) for h, r in zip(hyps, refs))
+    pairs = progress_bar(zip(hyps, refs), "BLEU", progress, len(hyps))
+    return fmean(multi_ref_sentence_bleu(h, r) for h, r in pairs)
 
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
@@ -121,7 +162,7 @@ def corpus_bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
 # --------------------------------------------------------------------------- ROUGE, Dist
 
 
-def rouge_l(hyps: Sequence[str], refs: References) -> float:
+def rouge_l(hyps: Sequence[str], refs: References, *, progress: bool = False) -> float:
     """Mean per-sentence ROUGE-L F-measure from rouge-score, without stemming (as DiffuSeq).
 
     With several references per output, the best F-measure over them counts (rouge-score's
@@ -132,7 +173,7 @@ def rouge_l(hyps: Sequence[str], refs: References) -> float:
         ["rougeL"], use_stemmer=False
     )
     scores = []
-    for hyp, ref in zip(hyps, refs):
+    for hyp, ref in progress_bar(zip(hyps, refs), "ROUGE-L", progress, len(hyps)):
         if isinstance(ref, str):
             scores.append(scorer.score(ref, hyp)["rougeL"].fmeasure)
         else:
@@ -152,8 +193,8 @@ def dist1(hyps: Sequence[str]) -> float:
 
 def self_bleu(candidates: Sequence[str]) -> float:
     """DiffuSeq's Self-BLEU of the candidates for one source: mean over pairs i < j of
-    ``sentence_bleu(candidates[i], candidates[j])`` (each unordered pair once, in that
-    orientation); 0.0 with fewer than two candidates."""
+    ``sentence_bleu(candidates[i], candidates[j])`` (each unordered pair once, the earlier
+    candidate as the output, the later as the reference); 0.0 with fewer than two candidates."""
     scores = [
         sentence_bleu(candidates[i], candidates[j])
         for i in range(len(candidates))
@@ -167,12 +208,13 @@ def div4(candidates: Sequence[str]) -> float:
     return div_n([c.split() for c in candidates], 4)
 
 
-def seed_diversity(candidate_sets: Sequence[Sequence[str]]) -> dict[str, float]:
+def seed_diversity(candidate_sets: Sequence[Sequence[str]], *, progress: bool = False) -> dict[str, float]:
     """Self-BLEU and Div-4 averaged over sources; ``candidate_sets[i]``: outputs for source i."""
     sets = [c for c in candidate_sets if len(c) > 0]
     if not sets:
         raise ValueError("seed_diversity needs at least one non-empty candidate set")
-    return {"self_bleu": fmean(self_bleu(c) for c in sets), "div4": fmean(div4(c) for c in sets)}
+    self_bleus = [self_bleu(c) for c in progress_bar(sets, "Self-BLEU", progress)]
+    return {"self_bleu": fmean(self_bleus), "div4": fmean(div4(c) for c in sets)}
 
 
 def group_by_source(outputs_per_seed: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -193,6 +235,8 @@ def evaluate_seq2seq(
     sources: Sequence[str] | None = None,
     candidates: Sequence[Sequence[str]] | None = None,
     bertscore_model: str | os.PathLike[str] | None = None,
+    bertscore_layers: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Every DiffuSeq metric for one set of outputs.
 
@@ -200,8 +244,10 @@ def evaluate_seq2seq(
     is ``multi_ref_bleu`` under the key ``"multi_ref_bleu"`` plus ``"corpus_bleu"`` from
     sacreBLEU, instead of ``"bleu"``). ``candidates``: per source, the outputs of several seeds,
     for Self-BLEU and Div-4. ``bertscore_model``: a local model folder (see
-    ``dlmkit.eval.bertscore.default_model_path``); BERTScore F1 is skipped when None.
-    Lengths are mean whitespace-token counts.
+    ``dlmkit.eval.bertscore.default_model_path``; ``bertscore_layers`` its layer, needed for
+    a non-default model); BERTScore F1 is skipped when None. ``avg_len``: DiffuSeq's mean
+    ``len(output.split(' '))``; ``hyp_len``, ``ref_len``, ``src_len``: mean whitespace-token
+    counts. ``progress``: tqdm bars on stderr.
     """
     _check_aligned(hyps, refs)
     if not hyps:
@@ -209,16 +255,18 @@ def evaluate_seq2seq(
     multi = not isinstance(refs[0], str)
     out: dict[str, Any] = {"n": len(hyps)}
     if multi:
-        out["multi_ref_bleu"] = multi_ref_bleu(hyps, refs)  # type: ignore[arg-type]
+        out["multi_ref_bleu"] = multi_ref_bleu(hyps, refs, progress=progress)  # type: ignore[arg-type]
         out["corpus_bleu"] = corpus_bleu(hyps, refs)  # type: ignore[arg-type]
     else:
-        out["bleu"] = bleu(hyps, refs)  # type: ignore[arg-type]
-    out["rouge_l"] = rouge_l(hyps, refs)
+        out["bleu"] = bleu(hyps, refs, progress=progress)  # type: ignore[arg-type]
+    out["rouge_l"] = rouge_l(hyps, refs, progress=progress)
     out["dist1"] = dist1(hyps)
     if bertscore_model is not None:
         from dlmkit.eval.bertscore import bertscore
 
-        out["bertscore_f1"] = fmean(bertscore(hyps, refs, model_path=bertscore_model).f1)
+        scores = bertscore(hyps, refs, model_path=bertscore_model, num_layers=bertscore_layers, progress=progress)
+        out["bertscore_f1"] = fmean(scores.f1)
+    out["avg_len"] = fmean(len(h.split(" ")) for h in hyps)
     out["hyp_len"] = fmean(len(h.split()) for h in hyps)
     ref_lists = [[r] if isinstance(r, str) else list(r) for r in refs]
     out["ref_len"] = fmean(len(r.split()) for rs in ref_lists for r in rs)
@@ -226,7 +274,7 @@ def evaluate_seq2seq(
         _check_aligned(hyps, sources, "sources")
         out["src_len"] = fmean(len(s.split()) for s in sources)
     if candidates is not None:
-        out.update(seed_diversity(candidates))
+        out.update(seed_diversity(candidates, progress=progress))
     return out
 
 
@@ -271,20 +319,12 @@ def read_lines(path: str | os.PathLike[str]) -> list[str]:
     return _read_text(path).splitlines()
 
 
-def _strip_special(text: str, tokens: Sequence[str]) -> str:
-    for tok in tokens:
-        text = text.replace(tok, " ")
-    return " ".join(text.split())
-
-
-def read_diffuseq_jsonl(
-    path: str | os.PathLike[str], special_tokens: Sequence[str] = DIFFUSEQ_SPECIAL_TOKENS
-) -> Seq2SeqFile:
+def read_diffuseq_jsonl(path: str | os.PathLike[str]) -> Seq2SeqFile:
     """Read DiffuSeq data (``{"src", "trg"}`` per line) or decoder output
     (``{"recover", "reference", "source"}``), detected from the first record.
 
-    In output files ``special_tokens`` are removed from every field and whitespace collapsed,
-    as DiffuSeq's evaluation does before scoring ([CLS]/[SEP]/[PAD] of its BERT tokenizer).
+    Output files are cleaned as DiffuSeq's evaluation does before scoring (``clean_output``,
+    ``clean_reference``, ``clean_source``).
     """
     rows = list(jsonl_records(path, _read_text(path)))
     is_output = "recover" in rows[0][1]
@@ -295,9 +335,10 @@ def read_diffuseq_jsonl(
             raise DlmError(f"{path}:{lineno}: missing string field(s) {', '.join(missing)}")
     if not is_output:
         return Seq2SeqFile([r["src"] for _, r in rows], [r["trg"] for _, r in rows], None)
-    clean = [{k: _strip_special(r[k], special_tokens) for k in keys} for _, r in rows]
     return Seq2SeqFile(
-        [r["source"] for r in clean], [r["reference"] for r in clean], [r["recover"] for r in clean]
+        [clean_source(r["source"]) for _, r in rows],
+        [clean_reference(r["reference"]) for _, r in rows],
+        [clean_output(r["recover"]) for _, r in rows],
     )
 
 
