@@ -38,6 +38,7 @@ from dlmkit.eval.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.mauve_score import DEFAULT_SEEDS, mauve
 from dlmkit.eval.perplexity import resolve_device
+from dlmkit.io import split_lines
 from dlmkit.sampling.conditioning import Condition
 
 
@@ -47,7 +48,7 @@ def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
     if not path.is_file():
         raise DlmError(f"{path}: no such prompts file")
     docs = []
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for k, line in enumerate(split_lines(path.read_bytes().decode("utf-8"))):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dlmkit.errors import DlmError
-from dlmkit.io import atomic_path, write_text
+from dlmkit.io import atomic_path, split_lines, write_text
 
 KEYS = ("ppl", "gen", "mauve", "harness", "latency")
 
@@ -31,7 +31,7 @@ def read_result(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads(text)
     except ValueError:
-        for line in reversed(text.strip().splitlines()):
+        for line in reversed(split_lines(text.strip())):
             try:
                 obj = json.loads(line)
             except ValueError:

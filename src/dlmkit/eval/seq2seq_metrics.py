@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any, Union
 
 from dlmkit.errors import DlmError
-from dlmkit.io import jsonl_records
+from dlmkit.io import jsonl_records, split_lines
 from dlmkit.eval.diversity import dist_n, div_n
 
 DIFFUSEQ_SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]")
@@ -268,7 +268,7 @@ def _read_text(path: str | os.PathLike[str]) -> str:
 
 def read_lines(path: str | os.PathLike[str]) -> list[str]:
     """One text per line (line breaks stripped, blank lines kept as empty texts)."""
-    return _read_text(path).splitlines()
+    return split_lines(_read_text(path))
 
 
 def _strip_special(text: str, tokens: Sequence[str]) -> str:
