@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from dlmkit.checks import DECAY, NON_NEGATIVE, POSITIVE, Range, check_value
 from dlmkit.data.blocks import BlockSampler
 from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion.gaussian import masked_mean
@@ -105,6 +106,15 @@ class DistillConfig:
         return out
 
 
+# allowed values of the numeric options (of both stages for steps, mu, ...); the rest are free
+OPTION_RANGES: dict[str, Range] = {
+    "steps": NON_NEGATIVE, "a_sd": NON_NEGATIVE, "a_dsm": NON_NEGATIVE, "b_adv": NON_NEGATIVE, "lr_psi": NON_NEGATIVE,
+    "lr_theta": NON_NEGATIVE, "t_init": NON_NEGATIVE, "t_min": NON_NEGATIVE, "t_max": NON_NEGATIVE, "batch_size": POSITIVE,
+    "grad_clip": NON_NEGATIVE, "ema": DECAY, "eval_every": NON_NEGATIVE, "eval_n": POSITIVE, "save_every": NON_NEGATIVE,
+    "keep_last": POSITIVE, "log_every": POSITIVE, "seed": NON_NEGATIVE,
+}
+
+
 def config_from_dict(tree: dict[str, Any]) -> DistillConfig:
     cfg = DistillConfig()
     for k, v in tree.items():
@@ -136,14 +146,18 @@ def apply_overrides(cfg: DistillConfig, items: list[str]) -> DistillConfig:
         if name not in {f.name for f in fields(obj)}:
             raise DlmError(f"unknown option {key!r}")
         cur = getattr(obj, name)
-        if value.lower() in ("none", "null"):
+        if value.lower() in ("none", "null") and name in ("t_init", "t_max"):
             setattr(obj, name, None)
         elif isinstance(cur, bool):
             setattr(obj, name, value.lower() in ("1", "true", "yes"))
-        elif isinstance(cur, int) or (cur is None and name in ("t_init", "t_max")):
-            setattr(obj, name, int(value))
-        elif isinstance(cur, float):
-            setattr(obj, name, float(value))
+        elif isinstance(cur, (int, float)) or name in ("t_init", "t_max"):
+            kind = float if isinstance(cur, float) else int
+            try:
+                setattr(obj, name, kind(value))
+            except ValueError:
+                raise DlmError(f"--set {item}: '{value}' is not {'a number' if kind is float else 'an integer'}") from None
+            if name in OPTION_RANGES:
+                check_value(key, getattr(obj, name), OPTION_RANGES[name])
         else:
             setattr(obj, name, value)
     return cfg
