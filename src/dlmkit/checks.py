@@ -151,6 +151,23 @@ def count_or_fraction(text: str) -> str:
     return text
 
 
+def device(text: str) -> str:
+    """An argparse ``type``: a torch device that exists here (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device (cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text}: dlmkit runs on cpu, cuda or mps")
+    return text
+
+
 # ---- output paths -------------------------------------------------------------------------------
 
 

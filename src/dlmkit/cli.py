@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from dlmkit.checks import (DECAY, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, UNIT_OPEN_LOW, check_config,
-                           check_output, count_or_fraction, int_list, int_or_word, number)
+                           check_output, count_or_fraction, device, int_list, int_or_word, number)
 from dlmkit.cli_errors import DlmArgumentParser, run_guarded
 from dlmkit.errors import DlmError
 
@@ -210,7 +210,7 @@ def add_distill_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], No
     one.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="option override, repeatable: stage1.steps, stage1.mu, stage2.b_adv, t_init, batch_size, eval_every, ...")
     one.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    one.add_argument("--device", default=None)
+    one.add_argument("--device", type=device, default=None)
     one.add_argument("--no-progress", action="store_true")
     common(one)
     one.set_defaults(func=cmd_distill_dlm_one)
@@ -291,7 +291,7 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     g.add_argument("--batch-size", type=number(POSITIVE), default=16)
     g.add_argument("--judge-batch-size", type=number(POSITIVE), default=8)
     g.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
-    g.add_argument("--device", default=None)
+    g.add_argument("--device", type=device, default=None)
     g.add_argument("--no-progress", action="store_true")
     common(g)
     g.set_defaults(func=cmd_eval_gen)
@@ -310,7 +310,7 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     m.add_argument("--kmeans-num-redo", type=number(POSITIVE), default=None)
     m.add_argument("--text-field", default="text")
     m.add_argument("--batch-size", type=number(POSITIVE), default=16)
-    m.add_argument("--device", default=None)
+    m.add_argument("--device", type=device, default=None)
     m.add_argument("--no-progress", action="store_true")
     common(m)
     m.set_defaults(func=cmd_eval_mauve)
@@ -325,7 +325,7 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     h.add_argument("--num-fewshot", type=number(NON_NEGATIVE), default=None)
     h.add_argument("--batch-size", type=number(POSITIVE), default=16)
     h.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
-    h.add_argument("--device", default=None)
+    h.add_argument("--device", type=device, default=None)
     h.add_argument("--no-progress", action="store_true")
     common(h)
     h.set_defaults(func=cmd_eval_harness)
@@ -352,7 +352,7 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     lat.add_argument("--sampler", default=None, help="diffusion sampler name (kind-specific)")
     lat.add_argument("--max-timed-steps", type=number(POSITIVE), default=None, metavar="N",
                      help="time runs of more than N steps at N steps and scale (not for the cached masked sampler)")
-    lat.add_argument("--device", default=None)
+    lat.add_argument("--device", type=device, default=None)
     lat.add_argument("--plot", default=None, help="write a PNG like the paper's Figure 1")
     lat.add_argument("--no-progress", action="store_true")
     common(lat)
@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=number(UNIT_OPEN_LOW, float), default=None, help="in (0, 1]")
     s.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
     s.add_argument("--batch-size", type=number(POSITIVE), default=16)
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    s.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     s.add_argument("--out", default=None, help="also write the samples to this file, one per line")
     s.add_argument("--src-file", default=None, help="seq2seq: generate a target for each source (jsonl {src[,trg]} or one a line)")
     s.add_argument("--candidates", type=number(POSITIVE), default=1, help="seq2seq: samples per source (seeds seed..seed+K-1)")
@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--max-sequences", type=number(POSITIVE), default=None, help="evaluate at most this many blocks per data set")
     ep.add_argument("--text-field", default="text", help="field of jsonl records")
     ep.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
-    ep.add_argument("--device", default=None)
+    ep.add_argument("--device", type=device, default=None)
     common(ep)
     ep.set_defaults(func=cmd_eval_ppl)
     es = esub.add_parser("seq2seq", help="DiffuSeq metrics (BLEU, ROUGE-L, BERTScore, Dist-1, Self-BLEU, Div-4) of outputs")

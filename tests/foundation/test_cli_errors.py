@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 
 from dlmkit.cli import main
 
-# (argv with {FILE}: an existing file, {RO}: a folder that cannot be written, {RUN}: a trained
+# (argv with {FILE}: an existing text file, {BIN}: a binary one, {RO}: a folder that cannot be written, {RUN}: a trained
 # run, {DIR}: an empty folder; a piece of the expected message)
 CASES = [
     # train: config values, output folders
@@ -51,6 +51,8 @@ CASES = [
     (["sample", "{RUN}", "--out", "{FILE}/s.txt"], "is a file, not a folder"),
     (["sample", "{RUN}", "--out", "{DIR}"], "is a folder"),
     (["sample", "{DIR}/missing"], "no such model"),
+    (["sample", "{RUN}", "--device", "banana"], "not a device"),
+    (["sample", "{RUN}", "--device", "cuda:99"], "no such CUDA device"),
     (["sample", "{RUN}", "--infill", "x:y"], "POSITION:TEXT"),
     # eval ppl (and the `dlm eval RUN` short form), eval seq2seq
     (["eval", "ppl", "{RUN}", "--data", "{FILE}", "--batch-size", "0"], "--batch-size"),
@@ -78,6 +80,7 @@ CASES = [
     (["eval", "harness", "{RUN}", "--tasks", "dlm_cloze", "--n-samples", "0"], "--n-samples"),
     (["eval", "report", "{FILE}", "--out", "{RO}/r.md"], "cannot write"),
     (["eval", "report", "{DIR}/none.json", "--out", "{DIR}/r.md"], "none.json"),
+    (["eval", "report", "{BIN}", "--out", "{DIR}/r.md"], "not a text file"),
     # bench latency
     (["bench", "latency", "{RUN}", "--steps", "1,-2"], "--steps"),
     (["bench", "latency", "{RUN}", "--repeats", "0"], "--repeats"),
@@ -86,6 +89,7 @@ CASES = [
     (["bench", "latency", "{RUN}", "--batch", "0"], "--batch"),
     (["bench", "latency", "{RUN}", "--max-timed-steps", "0"], "--max-timed-steps"),
     (["bench", "latency", "{RUN}", "--plot", "{RO}/f.png"], "cannot write"),
+    (["bench", "latency", "{RUN}", "--device", "tpu"], "not a device"),
     # distill dlm-one / tcs
     (["distill", "dlm-one", "{RUN}", "--out", "{DIR}/d", "--set", "stage1.steps=many"], "'many' is not an integer"),
     (["distill", "dlm-one", "{RUN}", "--out", "{DIR}/d", "--set", "batch_size=0"], "batch_size=0"),
@@ -125,12 +129,13 @@ def places(corpus, tmp_path_factory, tiny_overrides) -> dict[str, str]:
     (root / "fresh").mkdir()
     file = root / "a_file.txt"
     file.write_text("some text\n", encoding="utf-8")
+    (root / "binary.dat").write_bytes(bytes(range(128, 256)))
     ro = root / "read_only"
     ro.mkdir()
     ro.chmod(0o555)
     if _writable(ro):  # root ignores permission bits: a folder of a read-only file system then
         ro = next((Path(p) for p in ("/sys", "/proc/sys") if Path(p).is_dir() and not _writable(Path(p))), None)
-    yield {"FILE": str(file), "RO": str(ro) if ro else "", "RUN": str(run), "DIR": str(root / "fresh")}
+    yield {"FILE": str(file), "BIN": str(root / "binary.dat"), "RO": str(ro) if ro else "", "RUN": str(run), "DIR": str(root / "fresh")}
     (root / "read_only").chmod(0o755)
 
 

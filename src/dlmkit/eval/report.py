@@ -27,7 +27,10 @@ def read_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DlmError(f"{path}: no such results file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DlmError(f"{path}: not a text file (give the JSON written by an eval or bench command with --json)") from None
     try:
         return json.loads(text)
     except ValueError:
