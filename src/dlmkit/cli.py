@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict
 from typing import Any, Callable
 
-from dlmkit.checks import (DECAY, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, UNIT_OPEN_LOW, check_config,
+from dlmkit.checks import (FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, UNIT_OPEN_LOW, check_config,
                            check_output, count_or_fraction, device, int_list, int_or_word, number)
 from dlmkit.cli_errors import DlmArgumentParser, run_guarded
 from dlmkit.errors import DlmError
@@ -410,9 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefix", default=None, help="text held fixed at the start")
     s.add_argument("--suffix", default=None, help="text held fixed at the end")
     s.add_argument("--infill", action="append", metavar="POS:TEXT", help="text held fixed from token POS (repeatable)")
-    s.add_argument("--temperature", type=number(POSITIVE_REAL, float), default=None, help="> 0")
+    s.add_argument("--temperature", type=number(POSITIVE_REAL, float), default=None, help="sampling temperature (> 0)")
     s.add_argument("--top-k", type=number(POSITIVE), default=None)
-    s.add_argument("--top-p", type=number(UNIT_OPEN_LOW, float), default=None, help="in (0, 1]")
+    s.add_argument("--top-p", type=number(UNIT_OPEN_LOW, float), default=None, help="nucleus sampling mass, in (0, 1]")
     s.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
     s.add_argument("--batch-size", type=number(POSITIVE), default=16)
     s.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
