@@ -67,6 +67,12 @@ CONFIG_RANGES: dict[str, Range] = {
     "seed": NON_NEGATIVE,
 }
 
+# Closed sets of the string keys that a run could otherwise accept silently (e.g. a schedule that is
+# read only after the warm-up, a strategy read only under torchrun); the others fail at once.
+CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
+    "train.schedule": ("cosine", "constant"), "train.distributed": ("ddp", "fsdp"), "train.precision": ("auto", "fp32", "bf16"),
+}
+
 
 def check_value(name: str, value: Any, allowed: Range) -> None:
     """A :class:`DlmError` naming ``name`` unless ``value`` (a number, or None) is in ``allowed``."""
@@ -75,9 +81,11 @@ def check_value(name: str, value: Any, allowed: Range) -> None:
 
 
 def check_config_value(name: str, value: Any) -> None:
-    """Range check of one dotted config key (see :data:`CONFIG_RANGES`)."""
+    """Range check of one dotted config key (see :data:`CONFIG_RANGES` and :data:`CONFIG_CHOICES`)."""
     if name in CONFIG_RANGES:
         check_value(name, value, CONFIG_RANGES[name])
+    if name in CONFIG_CHOICES and value not in CONFIG_CHOICES[name]:
+        raise DlmError(f"{name}={value} is not one of {', '.join(CONFIG_CHOICES[name])}")
 
 
 def check_config(cfg: Any) -> None:

@@ -24,6 +24,8 @@ CASES = [
     (["train", "tiny", "train.steps=-5"], "train.steps=-5"),
     (["train", "tiny", "model.dropout=1.5"], "model.dropout=1.5"),
     (["train", "tiny", "train.ema=1"], "train.ema=1"),
+    (["train", "tiny", "train.schedule=linear"], "train.schedule=linear"),
+    (["train", "tiny", "train.distributed=mpi"], "train.distributed=mpi"),
     (["train", "tiny", "train.stepz=3"], "unknown config key"),
     (["train", "tiny", "train.steps=many"], "wrong type"),
     (["train", "no_such.yaml"], "no config"),
