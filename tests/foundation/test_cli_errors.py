@@ -76,6 +76,7 @@ CASES = [
     (["eval", "mauve", "{RUN}", "--prompts", "{FILE}", "--seeds", "1,x"], "--seeds"),
     (["eval", "mauve", "{RUN}", "--prompts", "{FILE}", "--kmeans-num-redo", "0"], "--kmeans-num-redo"),
     (["eval", "mauve", "{RUN}", "--prompts", "{FILE}", "--n", "0"], "--n"),
+    (["eval", "mauve", "{RUN}", "--prompts", "{BIN}", "--judge", "{RUN}"], "not UTF-8"),
     (["eval", "harness", "{RUN}", "--tasks", "dlm_cloze", "--limit", "0"], "--limit"),
     (["eval", "harness", "{RUN}", "--tasks", "dlm_cloze", "--limit", "1.5"], "--limit"),
     (["eval", "harness", "{RUN}", "--tasks", "dlm_cloze", "--num-fewshot", "-1"], "--num-fewshot"),

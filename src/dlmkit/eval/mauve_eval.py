@@ -47,8 +47,12 @@ def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DlmError(f"{path}: no such prompts file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DlmError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
     docs = []
-    for k, line in enumerate(split_lines(path.read_bytes().decode("utf-8"))):
+    for k, line in enumerate(split_lines(text)):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
