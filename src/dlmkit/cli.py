@@ -1,7 +1,9 @@
 """The ``dlm`` command: a thin layer that parses arguments and calls the library.
 
 Every command that reports figures prints, with ``--json``, one JSON object as the last line of
-standard output. Bad input is a one-line ``error: ...`` on standard error and exit status 2.
+standard output. Bad input is a one-line ``error: ...`` on standard error and exit status 2, found
+before any work where it can be (option ranges at parse time, output paths before the run); see
+:mod:`dlmkit.cli_errors` for the boundary and :mod:`dlmkit.checks` for the checks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import sys
 from dataclasses import asdict
 from typing import Any, Callable
 
+from dlmkit.checks import (FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, UNIT_OPEN_LOW, check_config,
+                           check_output, count_or_fraction, device, int_list, int_or_word, number)
+from dlmkit.cli_errors import DlmArgumentParser, run_guarded
 from dlmkit.errors import DlmError
 
 
@@ -36,11 +41,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         if items and "=" not in items[0]:
             raise DlmError("with --resume, give only key=value overrides (the run's own config is used)")
         cfg = resume_config(args.resume, items)
+        check_config(cfg)
     else:
         source = items.pop(0) if items and "=" not in items[0] else "tiny"
         cfg = load_config(source, items)
         if args.init_from:
             cfg.model.init_from = args.init_from
+    check_output(cfg.out_dir, "out_dir", folder=True)
     result = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
     summary = {k: v for k, v in asdict(result).items() if k != "history"}
 
@@ -68,6 +75,8 @@ def cmd_sample_seq2seq(args: argparse.Namespace) -> None:
     """`dlm sample RUN --src-file FILE`: targets for sources (diffuseq, or ar trained on pairs)."""
     from dlmkit.sampling.seq2seq_api import sample_seq2seq
 
+    if args.out:
+        check_output(args.out, "--out")
     options = {k: v for k, v in (("sampler", args.sampler), ("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
     result = sample_seq2seq(
         args.model, args.src_file, steps=args.steps, candidates=args.candidates, mbr=args.mbr, seed=args.seed or 0,
@@ -87,6 +96,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         return cmd_sample_seq2seq(args)
     if getattr(args, "candidates", 1) != 1 or getattr(args, "mbr", False):
         raise DlmError("--candidates and --mbr need --src-file (sources to generate targets for)")
+    if args.out:
+        check_output(args.out, "--out")
     import torch
 
     from dlmkit.sampling.api import sample_texts
@@ -153,6 +164,7 @@ def cmd_eval_seq2seq(args: argparse.Namespace) -> None:
 def cmd_distill_dlm_one(args: argparse.Namespace) -> None:
     from dlmkit.distill.dlm_one import distill_dlm_one
 
+    check_output(args.out, "--out", folder=True)
     result = distill_dlm_one(args.teacher, args.out, overrides=args.set or [], data=args.data, valid=args.valid,
                              device=args.device, resume=args.resume, progress=not args.no_progress)
 
@@ -169,6 +181,8 @@ def cmd_distill_dlm_one(args: argparse.Namespace) -> None:
 def cmd_distill_tcs(args: argparse.Namespace) -> None:
     from dlmkit.distill.tcs import distill_tcs
 
+    if args.out:
+        check_output(args.out, "--out", folder=True)
     result = distill_tcs(
         teacher=args.teacher, student=args.student, data=args.data, out_dir=args.out, estimator=args.estimator,
         top_k=args.top_k, alpha=args.alpha, kind=args.kind, overrides=args.items, resume=args.resume,
@@ -196,7 +210,7 @@ def add_distill_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], No
     one.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="option override, repeatable: stage1.steps, stage1.mu, stage2.b_adv, t_init, batch_size, eval_every, ...")
     one.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    one.add_argument("--device", default=None)
+    one.add_argument("--device", type=device, default=None)
     one.add_argument("--no-progress", action="store_true")
     common(one)
     one.set_defaults(func=cmd_distill_dlm_one)
@@ -247,6 +261,7 @@ def cmd_eval_harness(args: argparse.Namespace) -> None:
 def cmd_eval_report(args: argparse.Namespace) -> None:
     from dlmkit.eval.report import write_report
 
+    check_output(args.out, "--out")
     result = write_report(args.results, args.out, title=args.title)
     _emit(args, result, lambda: print(f"report: {result['report']} ({len(result['plots'])} plots)"))
 
@@ -254,6 +269,8 @@ def cmd_eval_report(args: argparse.Namespace) -> None:
 def cmd_bench_latency(args: argparse.Namespace) -> None:
     from dlmkit.eval.latency import latency_benchmark, plot_latency, render_latency_table
 
+    if args.plot:
+        check_output(args.plot, "--plot")
     result = latency_benchmark(args.model, ar=args.ar, steps=_ints(args.steps), lengths=_ints(args.lengths), batches=_ints(args.batch),
                                repeats=args.repeats, warmup=args.warmup, device=args.device, random_init=args.random_init,
                                ar_random=not args.no_ar, sampler=args.sampler, max_timed_steps=args.max_timed_steps,
@@ -268,13 +285,13 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     g = esub.add_parser("gen", help="generative perplexity (judge LM) and diversity of unconditional samples")
     g.add_argument("model", help="checkpoint or run folder")
     g.add_argument("--judge", required=True, help="smollm2, a .gguf file, a Hugging Face causal-LM folder or a dlmkit AR folder")
-    g.add_argument("--n", type=int, default=1000, help="samples per row")
-    g.add_argument("--steps", default="32,128,1024", help="comma-separated diffusion steps (AR: ignored; plain + nucleus 0.95 rows)")
-    g.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's context)")
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--judge-batch-size", type=int, default=8)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default=None)
+    g.add_argument("--n", type=number(POSITIVE), default=1000, help="samples per row")
+    g.add_argument("--steps", type=int_list(POSITIVE), default="32,128,1024", help="comma-separated diffusion steps (AR: ignored; plain + nucleus 0.95 rows)")
+    g.add_argument("--length", type=number(POSITIVE), default=None, help="tokens per sample (default: the model's context)")
+    g.add_argument("--batch-size", type=number(POSITIVE), default=16)
+    g.add_argument("--judge-batch-size", type=number(POSITIVE), default=8)
+    g.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
+    g.add_argument("--device", type=device, default=None)
     g.add_argument("--no-progress", action="store_true")
     common(g)
     g.set_defaults(func=cmd_eval_gen)
@@ -282,18 +299,18 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     m = esub.add_parser("mauve", help="MAUVE of prompted continuations against the human ones")
     m.add_argument("model", help="checkpoint or run folder")
     m.add_argument("--prompts", required=True, help="jsonl with a text field (or one document a line)")
-    m.add_argument("--prompt-tokens", type=int, default=50)
-    m.add_argument("--continuation-tokens", type=int, default=50)
-    m.add_argument("--n", type=int, default=None, help="use at most this many documents")
-    m.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (new samples and k-means seed each)")
-    m.add_argument("--steps", type=int, default=128, help="diffusion steps")
+    m.add_argument("--prompt-tokens", type=number(POSITIVE), default=50)
+    m.add_argument("--continuation-tokens", type=number(POSITIVE), default=50)
+    m.add_argument("--n", type=number(POSITIVE), default=None, help="use at most this many documents")
+    m.add_argument("--seeds", type=int_list(NON_NEGATIVE), default="0,1,2,3,4", help="comma-separated seeds (new samples and k-means seed each)")
+    m.add_argument("--steps", type=number(POSITIVE), default=128, help="diffusion steps")
     m.add_argument("--features", choices=("judge", "minilm"), default="judge")
     m.add_argument("--judge", default="smollm2", help="judge whose hidden states are the features (with --features judge)")
-    m.add_argument("--num-buckets", default="auto", help="MAUVE k-means clusters ('auto': n/10)")
-    m.add_argument("--kmeans-num-redo", type=int, default=None)
+    m.add_argument("--num-buckets", type=int_or_word(POSITIVE, "auto"), default="auto", help="MAUVE k-means clusters ('auto': n/10)")
+    m.add_argument("--kmeans-num-redo", type=number(POSITIVE), default=None)
     m.add_argument("--text-field", default="text")
-    m.add_argument("--batch-size", type=int, default=16)
-    m.add_argument("--device", default=None)
+    m.add_argument("--batch-size", type=number(POSITIVE), default=16)
+    m.add_argument("--device", type=device, default=None)
     m.add_argument("--no-progress", action="store_true")
     common(m)
     m.set_defaults(func=cmd_eval_mauve)
@@ -302,13 +319,13 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     h.add_argument("model", help="checkpoint or run folder")
     h.add_argument("--tasks", required=True, help="comma-separated tasks (local: dlm_cloze, dlm_choice)")
     h.add_argument("--include-path", action="append", help="folder of task YAMLs (repeatable)")
-    h.add_argument("--limit", default=None, help="items per task (an integer, or a fraction with a dot)")
-    h.add_argument("--n-samples", type=int, default=8, help="Monte-Carlo samples of the ELBO per request (diffusion)")
-    h.add_argument("--steps", type=int, default=128, help="diffusion steps for generation tasks")
-    h.add_argument("--num-fewshot", type=int, default=None)
-    h.add_argument("--batch-size", type=int, default=16)
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--device", default=None)
+    h.add_argument("--limit", type=count_or_fraction, default=None, help="items per task (an integer, or a fraction with a dot)")
+    h.add_argument("--n-samples", type=number(POSITIVE), default=8, help="Monte-Carlo samples of the ELBO per request (diffusion)")
+    h.add_argument("--steps", type=number(POSITIVE), default=128, help="diffusion steps for generation tasks")
+    h.add_argument("--num-fewshot", type=number(NON_NEGATIVE), default=None)
+    h.add_argument("--batch-size", type=number(POSITIVE), default=16)
+    h.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
+    h.add_argument("--device", type=device, default=None)
     h.add_argument("--no-progress", action="store_true")
     common(h)
     h.set_defaults(func=cmd_eval_harness)
@@ -327,15 +344,15 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
     lat.add_argument("--ar", default=None, help="AR checkpoint or run folder to compare with")
     lat.add_argument("--random-init", default=None, metavar="PRESET", help="time randomly initialised models of this preset's size")
     lat.add_argument("--no-ar", action="store_true", help="with --random-init: no AR baseline")
-    lat.add_argument("--steps", default="1,8,32,128,1024")
-    lat.add_argument("--lengths", default="128,1024")
-    lat.add_argument("--batch", default="1,32")
-    lat.add_argument("--repeats", type=int, default=5)
-    lat.add_argument("--warmup", type=int, default=1)
+    lat.add_argument("--steps", type=int_list(POSITIVE), default="1,8,32,128,1024")
+    lat.add_argument("--lengths", type=int_list(POSITIVE), default="128,1024")
+    lat.add_argument("--batch", type=int_list(POSITIVE), default="1,32")
+    lat.add_argument("--repeats", type=number(POSITIVE), default=5)
+    lat.add_argument("--warmup", type=number(NON_NEGATIVE), default=1)
     lat.add_argument("--sampler", default=None, help="diffusion sampler name (kind-specific)")
-    lat.add_argument("--max-timed-steps", type=int, default=None, metavar="N",
+    lat.add_argument("--max-timed-steps", type=number(POSITIVE), default=None, metavar="N",
                      help="time runs of more than N steps at N steps and scale (not for the cached masked sampler)")
-    lat.add_argument("--device", default=None)
+    lat.add_argument("--device", type=device, default=None)
     lat.add_argument("--plot", default=None, help="write a PNG like the paper's Figure 1")
     lat.add_argument("--no-progress", action="store_true")
     common(lat)
@@ -348,6 +365,7 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
 def cmd_convert(args: argparse.Namespace) -> None:
     from dlmkit.models.released import convert
 
+    check_output(args.dst, "destination", folder=True)
     result = convert(args.src, args.dst, tokenizer=args.tokenizer)
     _emit(args, result, lambda: print(f"converted {result['layout']} checkpoint {result['source']} -> {result['converted']} (kind {result['kind']}, {result['params']:,} parameters)"))
 
@@ -358,6 +376,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from dlmkit.quickstart import run_quickstart
 
+    check_output(args.out, "--out", folder=True)
     result = run_quickstart(out_dir=args.out, data=args.data, kinds=args.kinds, steps=args.steps, progress=not args.no_progress)
     _emit(args, result, lambda: print(f"quickstart done in {result['seconds']:.0f} s; report: {result['report']}"))
 
@@ -366,7 +385,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dlm", description="Diffusion language models: train, sample, evaluate.")
+    p = DlmArgumentParser(prog="dlm", description="Diffusion language models: train, sample, evaluate.")
+    p.add_argument("--debug", action="store_true", help="print the traceback of a failure (allowed anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -383,22 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample text from a model or run folder")
     s.add_argument("model", help="checkpoint or run folder")
-    s.add_argument("--n", type=int, default=4, help="number of samples")
-    s.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's context)")
-    s.add_argument("--steps", type=int, default=128, help="diffusion steps (ignored by AR models)")
+    s.add_argument("--n", type=number(POSITIVE), default=4, help="number of samples")
+    s.add_argument("--length", type=number(POSITIVE), default=None, help="tokens per sample (default: the model's context)")
+    s.add_argument("--steps", type=number(POSITIVE), default=128, help="diffusion steps (ignored by AR models)")
     s.add_argument("--sampler", default=None, help="sampler name (kind-specific)")
     s.add_argument("--prefix", default=None, help="text held fixed at the start")
     s.add_argument("--suffix", default=None, help="text held fixed at the end")
     s.add_argument("--infill", action="append", metavar="POS:TEXT", help="text held fixed from token POS (repeatable)")
-    s.add_argument("--temperature", type=float, default=None)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    s.add_argument("--temperature", type=number(POSITIVE_REAL, float), default=None, help="sampling temperature (> 0)")
+    s.add_argument("--top-k", type=number(POSITIVE), default=None)
+    s.add_argument("--top-p", type=number(UNIT_OPEN_LOW, float), default=None, help="nucleus sampling mass, in (0, 1]")
+    s.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
+    s.add_argument("--batch-size", type=number(POSITIVE), default=16)
+    s.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     s.add_argument("--out", default=None, help="also write the samples to this file, one per line")
     s.add_argument("--src-file", default=None, help="seq2seq: generate a target for each source (jsonl {src[,trg]} or one a line)")
-    s.add_argument("--candidates", type=int, default=1, help="seq2seq: samples per source (seeds seed..seed+K-1)")
+    s.add_argument("--candidates", type=number(POSITIVE), default=1, help="seq2seq: samples per source (seeds seed..seed+K-1)")
     s.add_argument("--mbr", action="store_true", help="seq2seq: keep the MBR choice among the candidates")
     common(s)
     s.set_defaults(func=cmd_sample)
@@ -408,13 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     ep = esub.add_parser("ppl", help="zero-shot perplexity (bounds for diffusion models) on text files")
     ep.add_argument("models", nargs="+", help="checkpoint or run folders")
     ep.add_argument("--data", nargs="+", required=True, help="text files, folders, globs or jsonl")
-    ep.add_argument("--batch-size", type=int, default=8)
-    ep.add_argument("--n-samples", type=int, default=8, help="Monte-Carlo samples (or quadrature nodes) of t per sequence (diffusion)")
+    ep.add_argument("--batch-size", type=number(POSITIVE), default=8)
+    ep.add_argument("--n-samples", type=number(POSITIVE), default=8, help="Monte-Carlo samples (or quadrature nodes) of t per sequence (diffusion)")
     ep.add_argument("--estimator", choices=("mc", "quadrature"), default="mc", help="how the diffusion bound's integral over t is estimated")
-    ep.add_argument("--max-sequences", type=int, default=None, help="evaluate at most this many blocks per data set")
+    ep.add_argument("--max-sequences", type=number(POSITIVE), default=None, help="evaluate at most this many blocks per data set")
     ep.add_argument("--text-field", default="text", help="field of jsonl records")
-    ep.add_argument("--seed", type=int, default=0)
-    ep.add_argument("--device", default=None)
+    ep.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
+    ep.add_argument("--device", type=device, default=None)
     common(ep)
     ep.set_defaults(func=cmd_eval_ppl)
     es = esub.add_parser("seq2seq", help="DiffuSeq metrics (BLEU, ROUGE-L, BERTScore, Dist-1, Self-BLEU, Div-4) of outputs")
@@ -424,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--mbr", action="store_true", help="score the MBR choice among the candidates")
     es.add_argument("--candidates-file", nargs="+", default=[], help="one output file per seed (Self-BLEU, Div-4, MBR)")
     es.add_argument("--bertscore-model", default=None, help="local model folder for BERTScore (default: all-MiniLM-L6-v2 when installed; 'none': skip)")
-    es.add_argument("--bertscore-layers", type=int, default=None, help="layer for BERTScore (needed for non-default models)")
+    es.add_argument("--bertscore-layers", type=number(NON_NEGATIVE), default=None, help="layer for BERTScore (needed for non-default models)")
     es.add_argument("--no-progress", action="store_true")
     common(es)
     es.set_defaults(func=cmd_eval_seq2seq)
@@ -446,8 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--data", nargs="+", default=None, help="training text: files, folders, globs or jsonl")
     dt.add_argument("--out", default=None, help="run folder (default: the config's out_dir)")
     dt.add_argument("--estimator", choices=("exact", "topk", "left"), default=None, help="target estimator (default topk)")
-    dt.add_argument("--top-k", type=int, default=None, help="topk: candidates from the teacher's left context (default 16)")
-    dt.add_argument("--alpha", type=float, default=None, help="weight of the TCS loss; 1 - alpha on the data loss (default 1)")
+    dt.add_argument("--top-k", type=number(POSITIVE), default=None, help="topk: candidates from the teacher's left context (default 16)")
+    dt.add_argument("--alpha", type=number(FRACTION, float), default=None, help="weight of the TCS loss; 1 - alpha on the data loss (default 1)")
     dt.add_argument("--kind", choices=("mdlm", "sedd_absorb"), default=None, help="student kind when starting from a preset")
     dt.add_argument("--resume", metavar="RUN", default=None, help="continue this distillation run exactly")
     dt.add_argument("--no-progress", action="store_true")
@@ -458,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", default=None, help="your text instead of the built-in corpus")
     q.add_argument("--out", default="runs/quickstart", help="run folder")
     q.add_argument("--kinds", nargs="+", default=None, help="model kinds to train (default: all)")
-    q.add_argument("--steps", type=int, default=None, help="training steps per kind")
+    q.add_argument("--steps", type=number(POSITIVE), default=None, help="training steps per kind")
     q.add_argument("--no-progress", action="store_true")
     common(q)
     q.set_defaults(func=cmd_quickstart)
@@ -467,25 +487,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     # `dlm eval RUN --data FILE` is short for `dlm eval ppl RUN --data FILE`
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] not in ("ppl", "seq2seq", "gen", "mauve", "harness", "report", "-h", "--help"):
         argv.insert(1, "ppl")
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # overrides may follow options: `dlm train tiny --no-progress train.steps=5`
-    if args.command in ("train", "distill") and hasattr(args, "items") and all("=" in e and not e.startswith("-") for e in extra):
-        args.items += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        args.func(args)
-    except DlmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+        args, extra = parser.parse_known_args(argv)
+        # overrides may follow options: `dlm train tiny --no-progress train.steps=5`
+        if args.command in ("train", "distill") and hasattr(args, "items") and all("=" in e and not e.startswith("-") for e in extra):
+            args.items += extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help, or a one-line usage error (DlmArgumentParser)
+        return e.code if isinstance(e.code, int) else 2
+    return run_guarded(args.func, args, debug=debug)
 
 
 if __name__ == "__main__":

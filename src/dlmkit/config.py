@@ -18,6 +18,7 @@ from typing import Any, Union
 
 import yaml
 
+from dlmkit.checks import check_config, check_config_value
 from dlmkit.data.tokenizer import TokenizerConfig
 from dlmkit.errors import DlmError
 
@@ -177,6 +178,7 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
     cfg = from_dict(RunConfig, tree)
     for item in overrides:
         apply_override(cfg, item)
+    check_config(cfg)
     return cfg
 
 
@@ -241,7 +243,9 @@ def _set_field(obj: Any, key: str, value: Any, prefix: str) -> None:
         for k, v in value.items():
             _set_field(current, k, v, name + ".")
         return
-    setattr(obj, key, _coerce(value, typ, name))
+    value = _coerce(value, typ, name)
+    check_config_value(name, value)
+    setattr(obj, key, value)
 
 
 def _coerce(value: Any, typ: Any, name: str) -> Any:

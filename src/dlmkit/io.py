@@ -54,12 +54,25 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         f.flush()
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text``, split on ``\\n`` only (a ``\\r`` before it is dropped).
+
+    Unlike ``str.splitlines``, U+2028, U+0085, form feeds and other Unicode breaks stay inside
+    their line: they are text (``json.dumps(..., ensure_ascii=False)`` writes them raw), and a
+    row that holds one must not become two. A final line break ends the last line, no more.
+    """
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def jsonl_records(path: str | os.PathLike, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line of jsonl ``text`` read from ``path``.
 
     A line that is not a JSON object is a :class:`DlmError` naming ``path:line``.
     """
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         try:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from dlmkit.checks import DECAY, NON_NEGATIVE, POSITIVE, Range, check_value
 from dlmkit.data.blocks import BlockSampler
 from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion.gaussian import masked_mean
@@ -105,6 +106,15 @@ class DistillConfig:
         return out
 
 
+# allowed values of the numeric options (of both stages for steps, mu, ...); the rest are free
+OPTION_RANGES: dict[str, Range] = {
+    "steps": NON_NEGATIVE, "a_sd": NON_NEGATIVE, "a_dsm": NON_NEGATIVE, "b_adv": NON_NEGATIVE, "lr_psi": NON_NEGATIVE,
+    "lr_theta": NON_NEGATIVE, "t_init": NON_NEGATIVE, "t_min": NON_NEGATIVE, "t_max": NON_NEGATIVE, "batch_size": POSITIVE,
+    "grad_clip": NON_NEGATIVE, "ema": DECAY, "eval_every": NON_NEGATIVE, "eval_n": POSITIVE, "save_every": NON_NEGATIVE,
+    "keep_last": POSITIVE, "log_every": POSITIVE, "seed": NON_NEGATIVE,
+}
+
+
 def config_from_dict(tree: dict[str, Any]) -> DistillConfig:
     cfg = DistillConfig()
     for k, v in tree.items():
@@ -136,14 +146,18 @@ def apply_overrides(cfg: DistillConfig, items: list[str]) -> DistillConfig:
         if name not in {f.name for f in fields(obj)}:
             raise DlmError(f"unknown option {key!r}")
         cur = getattr(obj, name)
-        if value.lower() in ("none", "null"):
+        if value.lower() in ("none", "null") and name in ("t_init", "t_max"):
             setattr(obj, name, None)
         elif isinstance(cur, bool):
             setattr(obj, name, value.lower() in ("1", "true", "yes"))
-        elif isinstance(cur, int) or (cur is None and name in ("t_init", "t_max")):
-            setattr(obj, name, int(value))
-        elif isinstance(cur, float):
-            setattr(obj, name, float(value))
+        elif isinstance(cur, (int, float)) or name in ("t_init", "t_max"):
+            kind = float if isinstance(cur, float) else int
+            try:
+                setattr(obj, name, kind(value))
+            except ValueError:
+                raise DlmError(f"--set {item}: '{value}' is not {'a number' if kind is float else 'an integer'}") from None
+            if name in OPTION_RANGES:
+                check_value(key, getattr(obj, name), OPTION_RANGES[name])
         else:
             setattr(obj, name, value)
     return cfg
@@ -263,6 +277,10 @@ class DLMOneDistiller:
     def _setup_stage(self, stage: int, init_student: Path | None) -> None:
         st = self.cfg.stage1 if stage == 1 else self.cfg.stage2
         self.stage, self.st = stage, st
+        # every random stream of the stage comes from the run's seed: the global one (the
+        # discriminator head's initialisation, dropout) here, the data order and the draws of
+        # noise and t below; all are saved in the checkpoints, so a resumed stage is exact
+        torch.manual_seed(self.cfg.seed * 1000 + stage)
         self.dir = self.out / f"stage{stage}"
         self.student = DlmModel(student_config(self.teacher, self.cfg.t_init))
         if init_student is None:
@@ -402,6 +420,8 @@ class DLMOneDistiller:
         p_groups = _flatten_optim("opt_psi", self.opt_psi, tensors)
         tensors["rng/torch"] = torch.get_rng_state()
         tensors["rng/gen"] = self.gen.get_state().cpu()
+        if torch.cuda.is_available():
+            tensors["rng/cuda"] = torch.cuda.get_rng_state()
         meta = {"step": self.step, "stage": self.stage, "sampler": self.sampler.state_dict(), "opt_theta_groups": g_groups,
                 "opt_psi_groups": p_groups, "best_bleu": self.best_bleu, "last_bleu": self.last_bleu, "history": self.history}
         folder = self.dir / "checkpoints" / f"step_{self.step:07d}"
@@ -424,11 +444,14 @@ class DLMOneDistiller:
             _restore_optim("opt_psi", self.opt_psi, tensors, meta["opt_psi_groups"])
             torch.set_rng_state(tensors["rng/torch"])
             self.gen.set_state(tensors["rng/gen"].to(self.gen.get_state().device))
+            if torch.cuda.is_available() and "rng/cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng/cuda"])
             self.sampler.load_state_dict(meta["sampler"])
             self.step, self.best_bleu, self.last_bleu, self.history = meta["step"], meta["best_bleu"], meta["last_bleu"], meta["history"]
             _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, self.step)
             print(f"resumed stage {self.stage} at step {self.step} from {folder}", file=sys.stderr)
             return True
+        _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, -1)  # killed before its first checkpoint
         return False
 
     # ---- a stage --------------------------------------------------------------------------------
@@ -477,16 +500,23 @@ class DLMOneDistiller:
 
 
 def _truncate_metrics_stage(path: Path, stage: int, step: int) -> None:
-    """Drop this stage's metric lines written after ``step`` (a run killed after its checkpoint)."""
+    """Drop this stage's metric lines written after ``step`` (a run killed after its checkpoint;
+    ``step=-1``: all of the stage's lines) and a half-written last line (a run killed inside a write)."""
     if not path.is_file():
         return
-    from dlmkit.io import write_text
+    from dlmkit.io import split_lines, write_text
 
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = split_lines(path.read_text(encoding="utf-8"))
+    for k, line in enumerate(lines):
         if not line.strip():
             continue
-        rec = json.loads(line)
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if k == len(lines) - 1:
+                continue
+            raise DlmError(f"{path}:{k + 1}: not JSON: the metrics file is damaged") from None
         if rec.get("stage") == stage and rec.get("step", 0) > step:
             continue
         keep.append(line)

@@ -270,6 +270,7 @@ def distill_tcs(
     from dataclasses import asdict
     from pathlib import Path
 
+    from dlmkit.checks import check_config
     from dlmkit.config import apply_override
     from dlmkit.train.distributed import init_distributed
     from dlmkit.train.loop import Trainer, resume_config
@@ -295,6 +296,7 @@ def distill_tcs(
             cfg.data.train = list(data)
         if out_dir:
             cfg.out_dir = out_dir
+    check_config(cfg)
     d = cfg.distill
     if teacher:
         d.teacher = teacher

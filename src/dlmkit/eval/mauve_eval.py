@@ -38,6 +38,7 @@ from dlmkit.eval.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.mauve_score import DEFAULT_SEEDS, mauve
 from dlmkit.eval.perplexity import resolve_device
+from dlmkit.io import split_lines
 from dlmkit.sampling.conditioning import Condition
 
 
@@ -46,8 +47,12 @@ def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DlmError(f"{path}: no such prompts file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DlmError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
     docs = []
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for k, line in enumerate(split_lines(text)):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":

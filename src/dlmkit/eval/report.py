@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dlmkit.errors import DlmError
-from dlmkit.io import atomic_path, write_text
+from dlmkit.io import atomic_path, split_lines, write_text
 
 KEYS = ("ppl", "gen", "mauve", "harness", "latency")
 
@@ -27,11 +27,14 @@ def read_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DlmError(f"{path}: no such results file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DlmError(f"{path}: not a text file (give the JSON written by an eval or bench command with --json)") from None
     try:
         return json.loads(text)
     except ValueError:
-        for line in reversed(text.strip().splitlines()):
+        for line in reversed(split_lines(text.strip())):
             try:
                 obj = json.loads(line)
             except ValueError:

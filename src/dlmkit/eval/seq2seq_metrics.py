@@ -39,7 +39,7 @@ from typing import Any, Iterable, TypeVar, Union
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
-from dlmkit.io import jsonl_records
+from dlmkit.io import jsonl_records, split_lines
 from dlmkit.eval.diversity import dist_n, div_n
 
 # What DiffuSeq's script deletes, in its order (eos, sos, sep, pad of its BERT tokenizer): the
@@ -316,7 +316,7 @@ def _read_text(path: str | os.PathLike[str]) -> str:
 
 def read_lines(path: str | os.PathLike[str]) -> list[str]:
     """One text per line (line breaks stripped, blank lines kept as empty texts)."""
-    return _read_text(path).splitlines()
+    return split_lines(_read_text(path))
 
 
 def read_diffuseq_jsonl(path: str | os.PathLike[str]) -> Seq2SeqFile:
