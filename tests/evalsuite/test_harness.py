@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 import torch
 
 from dlmkit.eval.harness import TASKS_DIR, DlmkitScorer, _localise_tasks
@@ -31,7 +32,7 @@ def test_sky_is_blue_for_masked_diffusion(sky_mdlm):
 
 
 def test_sky_task_through_lm_eval(sky_ar, tmp_path):
-    pytest.importorskip("lm_eval")
+    require("lm_eval")
     from dlmkit.eval.harness import run_harness
 
     (tmp_path / "data").mkdir()
