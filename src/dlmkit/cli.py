@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from typing import Any, Callable
@@ -15,8 +16,20 @@ from typing import Any, Callable
 from dlmkit.errors import DlmError
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` launch (or the only process): the one that prints results."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[], None] | None = None) -> None:
-    """Print the human summary, then (with --json) the one JSON line."""
+    """Print the human summary, then (with --json) the one JSON line; rank 0 only under torchrun."""
+    if not _is_main_process():
+        return
     if human is not None:
         human()
     if getattr(args, "json", False):
@@ -469,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     # `dlm eval RUN --data FILE` is short for `dlm eval ppl RUN --data FILE`
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] not in ("ppl", "seq2seq", "gen", "mauve", "harness", "report", "-h", "--help"):
         argv.insert(1, "ppl")
+    if not _is_main_process():  # under torchrun, warnings (FSDP's, deprecations) once, from rank 0
+        import warnings
+
+        warnings.simplefilter("ignore")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options: `dlm train tiny --no-progress train.steps=5`
