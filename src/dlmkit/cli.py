@@ -365,6 +365,17 @@ def cmd_convert(args: argparse.Namespace) -> None:
     _emit(args, result, lambda: print(f"converted {result['layout']} checkpoint {result['source']} -> {result['converted']} (kind {result['kind']}, {result['params']:,} parameters)"))
 
 
+# ---- plot ----------------------------------------------------------------------------------
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from dlmkit.train.curves import plot_runs
+
+    metrics = [m for m in args.metrics.split(",") if m]
+    result = plot_runs(args.runs, args.out, metrics=metrics, log_y=not args.linear, title=args.title)
+    _emit(args, result, lambda: print(f"plot: {result['plot']} ({len(result['runs'])} runs; {', '.join(metrics)})"))
+
+
 # ---- quickstart ---------------------------------------------------------------------------
 
 
@@ -465,6 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--no-progress", action="store_true")
     common(dt)
     dt.set_defaults(func=cmd_distill_tcs)
+
+    pl = sub.add_parser("plot", help="training / validation curves of one or several runs to a PNG")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their metrics.jsonl)")
+    pl.add_argument("--out", required=True, help="PNG file to write")
+    pl.add_argument("--metrics", default="loss,val_loss", help="comma-separated metrics.jsonl fields, one panel each")
+    pl.add_argument("--linear", action="store_true", help="linear y axis (default: log)")
+    pl.add_argument("--title", default=None)
+    common(pl)
+    pl.set_defaults(func=cmd_plot)
 
     q = sub.add_parser("quickstart", help="train a tiny model of each kind, sample, write a report")
     q.add_argument("--data", default=None, help="your text instead of the built-in corpus")

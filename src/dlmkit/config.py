@@ -116,6 +116,9 @@ class TrainConfig:
     distributed: str = "ddp"  # ddp | fsdp, when launched with torchrun
     sample_every: int = 0  # write samples every N steps; 0 = only at the end
     sample_steps: int = 64  # diffusion steps for those samples
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb (dlmkit.train.loggers)
+    wandb_project: str = "dlmkit"
+    wandb_mode: str = "offline"  # offline (no network; `wandb sync` later) | online | disabled
 
 
 @dataclass
