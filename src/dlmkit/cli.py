@@ -148,6 +148,7 @@ def cmd_eval_ppl(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         text_field=args.text_field,
+        progress=not args.no_progress,
     )
     _emit(args, {"ppl": table}, lambda: print(render_table(table)))
 
@@ -439,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--text-field", default="text", help="field of jsonl records")
     ep.add_argument("--seed", type=int, default=0)
     ep.add_argument("--device", default=None)
+    ep.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(ep)
     ep.set_defaults(func=cmd_eval_ppl)
     es = esub.add_parser("seq2seq", help="DiffuSeq metrics (BLEU, ROUGE-L, BERTScore, Dist-1, Self-BLEU, Div-4) of outputs")
