@@ -7,14 +7,12 @@ import sys
 
 import pytest
 
-from conftest import TINY  # tests/foundation/conftest.py
-
 
 @pytest.mark.parametrize("strategy", ["fsdp"])
-def test_two_process_torchrun_prints_once(corpus, tmp_path, strategy):
+def test_two_process_torchrun_prints_once(corpus, tiny_overrides, tmp_path, strategy):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dlmkit.cli", "train", "tiny",
-           *TINY, "train.steps=2", "train.eval_every=2", "train.save_every=2", f"train.distributed={strategy}",
+           *tiny_overrides, "train.steps=2", "train.eval_every=2", "train.save_every=2", f"train.distributed={strategy}",
            f"data.train={corpus}", f"out_dir={tmp_path / 'run'}", "--no-progress", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
