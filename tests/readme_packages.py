@@ -15,7 +15,6 @@ import pytest
 # module -> what installs it (the README's test command: `.[dev,eval]` plus the --no-deps line)
 README_PACKAGES = {
     "datasets": "dlmkit[dev]",
-    "pytest": "dlmkit[dev]",
     "nltk": "dlmkit[eval]",
     "rouge_score": "dlmkit[eval]",
     "bert_score": "dlmkit[eval]",
