@@ -52,12 +52,23 @@ def test_lm_eval_command_with_shipped_task_file(sky_ar, tmp_path):
     assert "dlm_choice" in _lm_eval_json(tmp_path / "out")
 
 
-def test_module_cli_finds_shipped_tasks_by_name(sky_ar, tmp_path):
+def test_module_cli_finds_shipped_and_own_tasks_by_name(sky_ar, tmp_path):
+    """`python -m dlmkit.eval.harness run`: shipped tasks by name, beside the user's --include_path
+    (whose relative data_files are made absolute)."""
+    mine = tmp_path / "mine"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "sky.jsonl").write_text("".join(json.dumps({"q": "the colour of the sky is", "a": " blue"}) + "\n" for _ in range(2)))
+    (mine / "sky.yaml").write_text("task: sky_cloze\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: data/sky.jsonl\n"
+                                   "output_type: loglikelihood\ntest_split: test\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n"
+                                   "metric_list:\n  - metric: acc\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     out = subprocess.run([sys.executable, "-m", "dlmkit.eval.harness", "run", "--model", "dlmkit", "--model_args", f"pretrained={sky_ar}",
-                          "--tasks", "dlm_cloze", "--limit", "2", "--output_path", str(tmp_path / "out")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
+                          "--tasks", "dlm_cloze,sky_cloze", "--include_path", str(mine), "--limit", "2", "--output_path", str(tmp_path / "out")],
+                         cwd=elsewhere, capture_output=True, text=True, timeout=600, env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "dlm_cloze" in _lm_eval_json(tmp_path / "out")
+    results = _lm_eval_json(tmp_path / "out")
+    assert "dlm_cloze" in results and results["sky_cloze"]["acc,none"] == 1.0
     assert "not a git repository" not in out.stderr
 
 

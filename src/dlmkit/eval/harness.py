@@ -65,8 +65,9 @@ module that registers it has been imported. Three ways, all tested:
       lm_eval --model dlmkit --model_args pretrained=runs/my_model,n_samples=32 \
           --tasks "$(python -m dlmkit.eval.harness tasks-dir)/dlm_cloze.yaml"
 
-* Any task, by name, through this module, which registers the model and adds the shipped
-  tasks to ``--include_path`` before handing its arguments to lm-eval's CLI::
+* Any task, by name, through this module, which registers the model and puts the shipped
+  tasks (and those of your own ``--include_path``) on the include path before handing its
+  arguments to lm-eval's CLI::
 
       python -m dlmkit.eval.harness run --model dlmkit --model_args pretrained=runs/my_model,n_samples=32 \
           --tasks dlm_cloze,lambada_openai,hellaswag,piqa,arc_easy,arc_challenge,winogrande
@@ -359,14 +360,13 @@ def _quiet_git() -> Iterator[None]:
             out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=False)
         except OSError:
             return None
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
 
     evaluator.get_git_commit_hash = quiet
     try:
         yield
     finally:
         evaluator.get_git_commit_hash = original
-
 
 
 def _localise_tasks(folders: Sequence[Path], dest: Path) -> None:
@@ -504,19 +504,24 @@ def lm_eval_cli(argv: Sequence[str] | None = None) -> int:
         return 2
     from lm_eval.__main__ import cli_evaluate
 
+    user: list[Path] = []  # lm-eval takes one --include_path: the user's and the shipped tasks go in one copy
     for i, a in enumerate(args):
         if a == "--include_path" and i + 1 < len(args):
-            args[i + 1] = f"{args[i + 1]}:{TASKS_DIR}"
+            user.append(Path(args.pop(i + 1)))
+            args.pop(i)
             break
         if a.startswith("--include_path="):
-            args[i] = f"{a}:{TASKS_DIR}"
+            user.append(Path(args.pop(i).split("=", 1)[1]))
             break
-    else:
-        if any(a in ("--tasks", "-t") or a.startswith("--tasks=") for a in args):
-            args += ["--include_path", str(TASKS_DIR)]
-    sys.argv = [sys.argv[0], *args]
-    with _quiet_git():
-        cli_evaluate()
+    with tempfile.TemporaryDirectory(prefix="dlm_tasks_") as tmp:
+        try:
+            _localise_tasks([TASKS_DIR, *user], Path(tmp))
+        except DlmError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sys.argv = [sys.argv[0], *args, "--include_path", tmp]
+        with _quiet_git():
+            cli_evaluate()
     return 0
 
 
