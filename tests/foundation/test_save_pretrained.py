@@ -61,3 +61,29 @@ def test_save_pretrained_without_a_tokenizer_is_an_error(tmp_path, trained):
     assert not (tmp_path / "bare").exists()
     fresh.save_pretrained(str(tmp_path / "given"), tokenizer=tok)
     assert load_model(tmp_path / "given")[1].fingerprint == tok.fingerprint
+
+
+def test_hub_id_loads_weights_and_tokenizer(trained, tmp_path, monkeypatch):
+    """A pushed repository (served here from a folder, no network) comes back with its tokenizer;
+    one pushed without a tokenizer still loads."""
+    import huggingface_hub
+    from huggingface_hub import hub_mixin
+    from huggingface_hub.errors import EntryNotFoundError
+
+    model, tok = trained
+    repo = tmp_path / "repo"
+    model.save_pretrained(str(repo))
+
+    def fake_download(repo_id, filename, **_):
+        path = repo / filename
+        if not path.is_file():
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub_mixin, "hf_hub_download", fake_download)
+    again = DlmModel.from_pretrained("someone/tiny-mdlm")
+    assert again.tokenizer.fingerprint == tok.fingerprint
+    (repo / "tokenizer.json").unlink()
+    bare = DlmModel.from_pretrained("someone/tiny-mdlm")
+    assert bare.tokenizer is None and bare.kind == model.kind

@@ -107,9 +107,14 @@ class DlmModel(nn.Module, PyTorchModelHubMixin, library_name="dlmkit", tags=["di
                 return Path(hf_hub_download(repo_id=model_id, filename=name, revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir"),
                                             token=kwargs.get("token"), local_files_only=kwargs.get("local_files_only", False)))
 
+            from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
             weights = fetch(WEIGHTS_NAME)
-            folder = fetch(TOKENIZER_FILE).parent
-            fetch(SPECIALS_FILE)
+            try:  # a repository pushed without its tokenizer still loads (model.tokenizer stays None)
+                folder = fetch(TOKENIZER_FILE).parent
+                fetch(SPECIALS_FILE)
+            except (EntryNotFoundError, LocalEntryNotFoundError):
+                folder = weights.parent
         else:
             weights = folder / WEIGHTS_NAME
         model = cls(kwargs["config"])
