@@ -21,6 +21,7 @@ import torch
 from dlmkit.config import load_config
 from dlmkit.io import write_text
 from dlmkit.methods.base import get_method_class
+from dlmkit.train.curves import plot_runs
 from dlmkit.train.distributed import DistInfo
 from dlmkit.train.loop import prepare_tokenizer, say, train
 
@@ -102,7 +103,7 @@ def run_quickstart(
             }
         )
     plot = out / "loss_curves.png"
-    plot_losses(results, plot)
+    plot_runs([r["run_dir"] for r in results], str(plot), title="loss (nats/token; a bound for the diffusion kinds)")
     report = out / "report.md"
     write_text(report, render_report(results, data, plot.name, shared))
     return {
@@ -111,33 +112,6 @@ def run_quickstart(
         "seconds": time.perf_counter() - start,
         "runs": [{k: v for k, v in r.items() if k not in ("history", "samples")} for r in results],
     }
-
-
-def plot_losses(results: list[dict[str, Any]], path: Path) -> None:
-    """Training and validation loss against step, one colour per kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, r in enumerate(results):
-        color = f"C{i}"
-        train_pts = [(h["step"], h["loss"]) for h in r["history"] if "loss" in h]
-        val_pts = [(h["step"], h["val_loss"]) for h in r["history"] if "val_loss" in h]
-        if train_pts:
-            ax.plot(*zip(*train_pts), color=color, alpha=0.6, label=f"{r['kind']} train")
-        if val_pts:
-            ax.plot(*zip(*val_pts), "o--", color=color, label=f"{r['kind']} validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token; bound for diffusion)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def render_report(results: list[dict[str, Any]], data: str, plot_name: str, cfg: Any) -> str:

@@ -49,6 +49,8 @@ def plot_runs(runs: Sequence[str], out: str, *, metrics: Sequence[str] = ("loss"
         raise DlmError(f"--out {out}: the plot is written as a PNG (name it .png)")
     data = {label: read_metrics(run) for label, run in zip(_labels(runs), runs)}
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics) + 2.2, 3.8), squeeze=False)
     drawn: dict[str, int] = {}
     for ax, metric in zip(axes[0], metrics):
@@ -59,6 +61,7 @@ def plot_runs(runs: Sequence[str], out: str, *, metrics: Sequence[str] = ("loss"
                 drawn[metric] = drawn.get(metric, 0) + len(pts)
         ax.set_title(METRIC_TITLES.get(metric, metric))
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log_y and drawn.get(metric) and all(r.get(metric, 1) > 0 for rec in data.values() for r in rec if isinstance(r.get(metric), (int, float))):
             ax.set_yscale("log")
             readable_log_ticks(ax, "y")
