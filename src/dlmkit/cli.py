@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from typing import Any, Callable
@@ -20,8 +21,20 @@ from dlmkit.cli_errors import DlmArgumentParser, run_guarded
 from dlmkit.errors import DlmError
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` launch (or the only process): the one that prints results."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[], None] | None = None) -> None:
-    """Print the human summary, then (with --json) the one JSON line."""
+    """Print the human summary, then (with --json) the one JSON line; rank 0 only under torchrun."""
+    if not _is_main_process():
+        return
     if human is not None:
         human()
     if getattr(args, "json", False):
@@ -146,6 +159,7 @@ def cmd_eval_ppl(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         text_field=args.text_field,
+        progress=not args.no_progress,
     )
     _emit(args, {"ppl": table}, lambda: print(render_table(table)))
 
@@ -370,6 +384,17 @@ def cmd_convert(args: argparse.Namespace) -> None:
     _emit(args, result, lambda: print(f"converted {result['layout']} checkpoint {result['source']} -> {result['converted']} (kind {result['kind']}, {result['params']:,} parameters)"))
 
 
+# ---- plot ----------------------------------------------------------------------------------
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from dlmkit.train.curves import plot_runs
+
+    metrics = [m for m in args.metrics.split(",") if m]
+    result = plot_runs(args.runs, args.out, metrics=metrics, log_y=not args.linear, title=args.title)
+    _emit(args, result, lambda: print(f"plot: {result['plot']} ({len(result['runs'])} runs; {', '.join(metrics)})"))
+
+
 # ---- quickstart ---------------------------------------------------------------------------
 
 
@@ -435,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--text-field", default="text", help="field of jsonl records")
     ep.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
     ep.add_argument("--device", type=device, default=None)
+    ep.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(ep)
     ep.set_defaults(func=cmd_eval_ppl)
     es = esub.add_parser("seq2seq", help="DiffuSeq metrics (BLEU, ROUGE-L, BERTScore, Dist-1, Self-BLEU, Div-4) of outputs")
@@ -474,6 +500,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(dt)
     dt.set_defaults(func=cmd_distill_tcs)
 
+    pl = sub.add_parser("plot", help="training / validation curves of one or several runs to a PNG")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their metrics.jsonl)")
+    pl.add_argument("--out", required=True, help="PNG file to write")
+    pl.add_argument("--metrics", default="loss,val_loss", help="comma-separated metrics.jsonl fields, one panel each")
+    pl.add_argument("--linear", action="store_true", help="linear y axis (default: log)")
+    pl.add_argument("--title", default=None)
+    common(pl)
+    pl.set_defaults(func=cmd_plot)
+
     q = sub.add_parser("quickstart", help="train a tiny model of each kind, sample, write a report")
     q.add_argument("--data", default=None, help="your text instead of the built-in corpus")
     q.add_argument("--out", default="runs/quickstart", help="run folder")
@@ -492,6 +527,10 @@ def main(argv: list[str] | None = None) -> int:
     # `dlm eval RUN --data FILE` is short for `dlm eval ppl RUN --data FILE`
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] not in ("ppl", "seq2seq", "gen", "mauve", "harness", "report", "-h", "--help"):
         argv.insert(1, "ppl")
+    if not _is_main_process():  # under torchrun, warnings (FSDP's, deprecations) once, from rank 0
+        import warnings
+
+        warnings.simplefilter("ignore")
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

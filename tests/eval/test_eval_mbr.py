@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 
-pytest.importorskip("nltk")
+require("nltk")
 
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu  # noqa: E402
 

@@ -3,12 +3,13 @@ import math
 import os
 
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 for _extra in ("nltk", "rouge_score", "sacrebleu"):
-    pytest.importorskip(_extra)
+    require(_extra)
 
 from nltk.translate.bleu_score import SmoothingFunction  # noqa: E402
 from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu  # noqa: E402

@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 import torch
 
 from dlmkit.eval.harness import TASKS_DIR, DlmkitScorer, _localise_tasks
@@ -31,7 +32,7 @@ def test_sky_is_blue_for_masked_diffusion(sky_mdlm):
 
 
 def test_sky_task_through_lm_eval(sky_ar, tmp_path):
-    pytest.importorskip("lm_eval")
+    require("lm_eval")
     from dlmkit.eval.harness import run_harness
 
     (tmp_path / "data").mkdir()
@@ -105,12 +106,20 @@ def test_generate_until_cuts_at_stop(ar_run):
         assert sc.generate("def", until=[stop], max_gen_toks=10) == full[: full.index(stop)]
 
 
-def test_shipped_tasks_are_localised(tmp_path):
+def test_shipped_tasks_load_from_any_cwd(tmp_path, monkeypatch):
+    """The shipped tasks read their data through dlmkit (relative to the package, not the cwd);
+    a user's task with relative data_files is made absolute by _localise_tasks."""
     import yaml
 
-    _localise_tasks([TASKS_DIR], tmp_path)
+    from dlmkit.eval.harness import shipped_dataset
+
+    monkeypatch.chdir(tmp_path)
     for name in ("dlm_cloze", "dlm_choice"):
-        cfg = yaml.safe_load((tmp_path / "0" / f"{name}.yaml").read_text())
-        path = Path(cfg["dataset_kwargs"]["data_files"]["test"])
-        assert path.is_absolute() and path.is_file()
-        assert sum(1 for _ in path.open()) == 50
+        text = (TASKS_DIR / f"{name}.yaml").read_text()
+        assert "custom_dataset: !function dlmkit.eval.harness.shipped_dataset" in text
+        assert len(shipped_dataset(f"{name}.jsonl", version=1.0)["test"]) == 50
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "t.yaml").write_text("task: t\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: d.jsonl\n")
+    _localise_tasks([tmp_path / "mine"], tmp_path / "out")
+    cfg = yaml.safe_load((tmp_path / "out" / "0" / "t.yaml").read_text())
+    assert cfg["dataset_kwargs"]["data_files"]["test"] == str((tmp_path / "mine" / "d.jsonl").resolve())

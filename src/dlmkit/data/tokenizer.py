@@ -99,12 +99,21 @@ class Tokenizer:
         return self._tok.decode_batch([_int_list(s) for s in seqs], skip_special_tokens=skip_special)
 
     def save(self, folder: str | Path) -> None:
-        """Write ``dlm_tokenizer.json`` (the specials), then ``tokenizer.json``, each atomically:
-        once ``tokenizer.json`` exists the folder is complete."""
+        """Write ``dlm_tokenizer.json`` (the specials), the Hugging Face ``tokenizer_config.json``
+        and ``special_tokens_map.json`` (so ``AutoTokenizer`` loads the folder with its roles),
+        then ``tokenizer.json``, each atomically: once ``tokenizer.json`` exists the folder is complete."""
         folder = Path(folder)
         write_json(folder / SPECIALS_FILE, {"specials": self.specials})
+        roles = self.hf_special_tokens()
+        write_json(folder / "special_tokens_map.json", roles)
+        write_json(folder / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **roles})
         with atomic_path(folder / TOKENIZER_FILE) as tmp:
             self._tok.save(str(tmp))
+
+    def hf_special_tokens(self) -> dict[str, str]:
+        """The roles under transformers' names; the start token (``bos``) is the end-of-text
+        token, which dlmkit's AR models are trained to start from."""
+        return {"bos_token": self.specials["eos"], **{f"{r}_token": self.specials[r] for r in ROLES}}
 
     @classmethod
     def load(cls, folder: str | Path) -> "Tokenizer":

@@ -48,33 +48,48 @@ Running the standard tasks (needs network access once, to fetch the data sets)
 (``dlmkit/eval/tasks``: ``dlm_cloze``, ``dlm_choice``) and in ``--include-path`` folders; any
 task not found there is taken from lm-eval's own registry (this costs ~25 s of indexing, and
 the first run downloads the data sets from the Hugging Face hub, so run it once without
-``HF_DATASETS_OFFLINE``/``HF_HUB_OFFLINE``; later runs work offline from the cache). To use
-lm-eval's own command line instead, run it through this module, which registers the model
-first and then hands its arguments to lm-eval's CLI::
+``HF_DATASETS_OFFLINE``/``HF_HUB_OFFLINE``; later runs work offline from the cache).
 
-    python -m dlmkit.eval.harness run --model dlmkit --model_args pretrained=runs/my_model,n_samples=32 \
-        --tasks lambada_openai,hellaswag,piqa,arc_easy,arc_challenge,winogrande
+Driving lm-eval yourself
+------------------------
+lm-eval 0.4.13 discovers no model plug-ins (no entry-point group): a model is known once the
+module that registers it has been imported. Three ways, all tested:
+
+* Python: ``import dlmkit.eval.harness`` (or use the class), then
+  ``simple_evaluate(model=DlmkitLM(pretrained=RUN), tasks=["dlm_cloze"],
+  task_manager=TaskManager(include_path=str(TASKS_DIR)))``, from any working directory.
+* lm-eval's own ``lm_eval`` command, naming the shipped task files (or their folder) as
+  ``--tasks``: lm-eval resolves their ``!function dlmkit.eval.harness.shipped_dataset`` before it
+  looks the model up, and that import registers ``dlmkit``::
+
+      lm_eval --model dlmkit --model_args pretrained=runs/my_model,n_samples=32 \
+          --tasks "$(python -m dlmkit.eval.harness tasks-dir)/dlm_cloze.yaml"
+
+* Any task, by name, through this module, which registers the model and puts the shipped
+  tasks (and those of your own ``--include_path``) on the include path before handing its
+  arguments to lm-eval's CLI::
+
+      python -m dlmkit.eval.harness run --model dlmkit --model_args pretrained=runs/my_model,n_samples=32 \
+          --tasks dlm_cloze,lambada_openai,hellaswag,piqa,arc_easy,arc_challenge,winogrande
 
 The shipped task files live in ``dlmkit/eval/tasks`` and must be installed as package data
 (``dlmkit = ["eval/tasks/*.yaml", "eval/tasks/*.jsonl", ...]`` in pyproject's
-``[tool.setuptools.package-data]``); they are found next to this module, whatever the
-working directory.
-
-Local task files: a YAML in an include folder may give ``dataset_kwargs.data_files`` relative
-to the YAML's own folder; ``dlm eval harness`` rewrites such paths to absolute ones in a
-temporary copy, so the shipped tasks work from an installed package and from any working
-directory.
+``[tool.setuptools.package-data]``). Their data are read by :func:`shipped_dataset` from the
+file beside the YAML, so they load from any working directory. Other local task files: a YAML
+in an include folder may give ``dataset_kwargs.data_files`` relative to the YAML's own folder;
+``dlm eval harness`` rewrites such paths to absolute ones in a temporary copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -277,6 +292,8 @@ class DlmkitLM(_LMBase):  # type: ignore[misc,valid-type]
                 raise DlmError("model_args need pretrained=MODEL_OR_RUN_FOLDER")
             from dlmkit.train.checkpoint import load_model
 
+            if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+                device = None  # lm-eval's CLI passes its default "cuda" even on a CPU-only machine
             model, tokenizer = load_model(pretrained, resolve_device(device))
         self.name = str(pretrained or model.kind)
         bs = 16 if str(batch_size).startswith("auto") else int(batch_size)
@@ -305,11 +322,51 @@ class DlmkitLM(_LMBase):  # type: ignore[misc,valid-type]
         return out
 
 
-if _register_model is not None:
+# registered by the importable module only: `python -m dlmkit.eval.harness` runs a second copy
+# as __main__, which hands over to the imported one (one class per lm-eval name)
+if _register_model is not None and __name__ != "__main__":
     DlmkitLM = _register_model("dlmkit")(DlmkitLM)
 
 
 # ---- running tasks offline -----------------------------------------------------------------
+
+
+def shipped_dataset(data_file: str, **_: Any) -> Any:
+    """lm-eval ``custom_dataset`` of the shipped tasks: ``TASKS_DIR/data_file`` as the test split.
+
+    Read from the package folder, not the working directory; other keyword arguments (lm-eval
+    passes the task metadata and model arguments) are ignored.
+    """
+    import datasets
+
+    path = TASKS_DIR / data_file
+    if not path.is_file():
+        raise DlmError(f"shipped task data {path} not found (is dlmkit installed with its package data?)")
+    return datasets.load_dataset("json", data_files={"test": str(path)})
+
+
+@contextlib.contextmanager
+def _quiet_git() -> Iterator[None]:
+    """lm-eval asks ``git describe`` for a commit hash and lets git print ``fatal: not a git
+    repository`` outside one: the same question, with git's complaints dropped."""
+    import subprocess
+
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.get_git_commit_hash
+
+    def quiet() -> str | None:
+        try:
+            out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=False)
+        except OSError:
+            return None
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+    evaluator.get_git_commit_hash = quiet
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
 
 
 def _localise_tasks(folders: Sequence[Path], dest: Path) -> None:
@@ -380,9 +437,10 @@ def run_harness(
                 raise DlmError(f"unknown lm-eval task(s): {', '.join(unknown)} (local: {', '.join(LOCAL_TASKS)}; or give --include-path)")
         start = time.perf_counter()
         try:
-            res = simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit, num_fewshot=num_fewshot,
-                                  bootstrap_iters=0, log_samples=False, random_seed=seed, numpy_random_seed=seed,
-                                  torch_random_seed=seed, fewshot_random_seed=seed)
+            with _quiet_git():
+                res = simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit, num_fewshot=num_fewshot,
+                                      bootstrap_iters=0, log_samples=False, random_seed=seed, numpy_random_seed=seed,
+                                      torch_random_seed=seed, fewshot_random_seed=seed)
         except (FileNotFoundError, ConnectionError) as e:
             raise DlmError(f"lm-eval could not load a task's data offline ({e}); run once with network access") from None
         seconds = time.perf_counter() - start
@@ -432,7 +490,42 @@ def render_harness_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m dlmkit.eval.harness ARGS: lm-eval's CLI with `dlmkit` registered
+def lm_eval_cli(argv: Sequence[str] | None = None) -> int:
+    """lm-eval's CLI with the model ``dlmkit`` registered and the shipped tasks on the include path.
+
+    ``tasks-dir`` alone prints the folder of the shipped task files instead.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["tasks-dir"]:
+        print(TASKS_DIR)
+        return 0
+    if _register_model is None:
+        print("error: lm-eval is not installed: pip install 'dlmkit[eval]'", file=sys.stderr)
+        return 2
     from lm_eval.__main__ import cli_evaluate
 
-    sys.exit(cli_evaluate())
+    user: list[Path] = []  # lm-eval takes one --include_path: the user's and the shipped tasks go in one copy
+    for i, a in enumerate(args):
+        if a == "--include_path" and i + 1 < len(args):
+            user.append(Path(args.pop(i + 1)))
+            args.pop(i)
+            break
+        if a.startswith("--include_path="):
+            user.append(Path(args.pop(i).split("=", 1)[1]))
+            break
+    with tempfile.TemporaryDirectory(prefix="dlm_tasks_") as tmp:
+        try:
+            _localise_tasks([TASKS_DIR, *user], Path(tmp))
+        except DlmError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sys.argv = [sys.argv[0], *args, "--include_path", tmp]
+        with _quiet_git():
+            cli_evaluate()
+    return 0
+
+
+if __name__ == "__main__":  # python -m dlmkit.eval.harness [run] ARGS: lm-eval's CLI with `dlmkit` registered
+    from dlmkit.eval.harness import lm_eval_cli as _cli
+
+    sys.exit(_cli())

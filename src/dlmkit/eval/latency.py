@@ -188,6 +188,7 @@ def plot_latency(result: dict[str, Any], path: str) -> str:
     import matplotlib.pyplot as plt
 
     from dlmkit.io import atomic_path
+    from dlmkit.plotting import readable_log_ticks
 
     rows = result["latency"]["rows"] if "latency" in result else result["rows"]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -206,11 +207,12 @@ def plot_latency(result: dict[str, Any], path: str) -> str:
     ax.set_xlabel("sampling steps")
     ax.set_ylabel("seconds per sequence")
     ax.set_title(f"Sampling latency ({result.get('latency', result).get('device_name', '')})")
+    readable_log_ticks(ax, "xy")  # plain 2, 5, 1,000 instead of matplotlib's 2x10^0
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the axes, off the curves
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -40,6 +40,7 @@ class DlmModel(nn.Module, PyTorchModelHubMixin, library_name="dlmkit", tags=["di
     def __init__(self, config: dict[str, Any]):
         super().__init__()
         self.config = dict(config)
+        self.tokenizer: Any = None  # a dlmkit Tokenizer, written by save_pretrained / push_to_hub
         known = {f.name for f in fields(BackboneConfig)}
         unknown = set(config["backbone"]) - known
         if unknown:
@@ -76,27 +77,50 @@ class DlmModel(nn.Module, PyTorchModelHubMixin, library_name="dlmkit", tags=["di
             }
         )
 
+    def save_pretrained(self, save_directory: str | Path, *, tokenizer: Any = None, **kwargs: Any) -> Any:
+        """Write a complete model folder: ``config.json``, ``model.safetensors``, a model card and
+        the tokenizer (``tokenizer.json``, ``dlm_tokenizer.json``, ``tokenizer_config.json``,
+        ``special_tokens_map.json``), loadable by ``from_pretrained``, ``load_model``, every
+        ``dlm`` command and transformers' ``AutoTokenizer``. ``tokenizer`` is needed unless the
+        model came from ``load_model``/``from_pretrained``, which attach theirs."""
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
+        if self.tokenizer is None:
+            raise DlmError("save_pretrained needs the model's tokenizer: model.save_pretrained(folder, tokenizer=tok)")
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)  # model.safetensors
+        self.tokenizer.save(save_directory)
+
     @classmethod
     def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", **kwargs: Any) -> "DlmModel":
-        """Load from a local folder (or, when the user asks for a hub id, its safetensors only)."""
+        """Load from a local folder (or, when the user asks for a hub id, its safetensors and
+        tokenizer files), with its tokenizer attached as ``model.tokenizer``."""
+        from dlmkit.data.tokenizer import SPECIALS_FILE, TOKENIZER_FILE, Tokenizer
+
         folder = Path(model_id)
         if not folder.is_dir():
             from huggingface_hub import hf_hub_download
 
-            weights = Path(
-                hf_hub_download(
-                    repo_id=model_id,
-                    filename=WEIGHTS_NAME,
-                    revision=kwargs.get("revision"),
-                    cache_dir=kwargs.get("cache_dir"),
-                    token=kwargs.get("token"),
-                    local_files_only=kwargs.get("local_files_only", False),
-                )
-            )
+            def fetch(name: str) -> Path:
+                return Path(hf_hub_download(repo_id=model_id, filename=name, revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir"),
+                                            token=kwargs.get("token"), local_files_only=kwargs.get("local_files_only", False)))
+
+            from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+            weights = fetch(WEIGHTS_NAME)
+            try:  # a repository pushed without its tokenizer still loads (model.tokenizer stays None)
+                folder = fetch(TOKENIZER_FILE).parent
+                fetch(SPECIALS_FILE)
+            except (EntryNotFoundError, LocalEntryNotFoundError):
+                folder = weights.parent
         else:
             weights = folder / WEIGHTS_NAME
         model = cls(kwargs["config"])
         load_weights(model, weights)
+        if (folder / TOKENIZER_FILE).is_file() and (folder / SPECIALS_FILE).is_file():
+            model.tokenizer = Tokenizer.load(folder)
         return model.to(map_location).eval()
 
 

@@ -307,6 +307,7 @@ def load_released(folder: str | os.PathLike, device: str | torch.device = "cpu",
         if tuple(own[name].shape) != tuple(tensor.shape):
             raise DlmError(f"{folder}: {name} has shape {tuple(tensor.shape)}, the config implies {tuple(own[name].shape)}")
     model.net.load_state_dict(weights, strict=True)
+    model.tokenizer = tok
     return model.to(device).eval(), tok
 
 

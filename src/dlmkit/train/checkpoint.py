@@ -163,4 +163,5 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     tokenizer = Tokenizer.load(folder)
     if tokenizer.vocab_size != model.config["backbone"]["vocab_size"]:
         raise DlmError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model {model.config['backbone']['vocab_size']}")
+    model.tokenizer = tokenizer  # so model.save_pretrained(folder) writes a complete folder
     return model.to(device).eval(), tokenizer

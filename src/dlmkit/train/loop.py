@@ -43,6 +43,7 @@ from dlmkit.models.transformer import BackboneConfig
 from dlmkit.train import checkpoint as ckpt
 from dlmkit.train.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
 from dlmkit.train.ema import EMA
+from dlmkit.train.loggers import open_run_loggers
 
 LossFn = Callable[[Any, nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 FULL = StateDictOptions(full_state_dict=True)
@@ -447,6 +448,7 @@ class Trainer:
         metrics_path = self.run_dir / "metrics.jsonl"
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=f"train {self.cfg.model.kind}", dynamic_ncols=True)
+        loggers = open_run_loggers(self.cfg, self.run_dir, self.step, self.info.is_main)  # TensorBoard / W&B besides metrics.jsonl
         start, start_step = time.perf_counter(), self.step
         loss = val = float("nan")
         window: list[float] = []
@@ -477,6 +479,7 @@ class Trainer:
                 self.history.append(record)
                 if self.info.is_main:
                     append_jsonl(metrics_path, record)
+                    loggers.log(record)
             if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps:
                 self.save()
             if t.sample_every and self.step % t.sample_every == 0 and self.step != t.steps:
@@ -484,6 +487,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}", tok_s=f"{rate:,.0f}", **{k: f"{v:.3g}" for k, v in self.step_metrics.items()})
         bar.close()
+        loggers.close()
         seconds = time.perf_counter() - start
         if self.step > start_step:
             self.write_samples()
