@@ -205,14 +205,23 @@ def all_sequences(vocab_size: int, length: int) -> torch.Tensor:
 
 
 def _push(dist: torch.Tensor, states: torch.Tensor, probs: torch.Tensor, condition: Condition | None) -> torch.Tensor:
-    """dist [S] times the kernel K[a, b] = prod_i probs[a, i, b^i] (probs normalised, conditions held)."""
-    probs = probs.double() / probs.double().sum(-1, keepdim=True)
+    """dist [S] times the kernel K[a, b] = prod_i probs[a, i, b^i] (probs normalised, conditions held).
+
+    Only states the sampler can be in (dist > 0) are pushed: the rows of unreachable states (for
+    data with zero-probability sequences, scores there are 0/0) never enter.
+    """
+    live = dist > 0
+    probs = probs[live].double()
     if condition is not None:
         probs = condition.fix_probs(probs)
-    kernel = torch.ones(states.shape[0], states.shape[0], dtype=torch.float64)
+    total = probs.sum(-1, keepdim=True)
+    if not (torch.isfinite(total).all() and (total > 0).all()):
+        raise DlmError("a reachable state has step probabilities that are all zero or not finite")
+    probs = probs / total
+    kernel = torch.ones(probs.shape[0], states.shape[0], dtype=torch.float64)
     for i in range(states.shape[1]):
         kernel = kernel * probs[:, i, states[:, i]]
-    return dist @ kernel
+    return dist[live] @ kernel
 
 
 def _start(states: torch.Tensor, prior: torch.Tensor, vocab_size: int, condition: Condition | None) -> torch.Tensor:
