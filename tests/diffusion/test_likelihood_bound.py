@@ -8,7 +8,7 @@ from toy import Toy, exact_point, markov_chain, model_nll, random_categorical
 
 from dlmkit.diffusion.graphs import Absorbing, Uniform
 from dlmkit.diffusion.likelihood import (
-    aggregate_nll, masked_nelbo, masked_terms, nelbo, score_nelbo, score_terms,
+    aggregate_nll, masked_count_nelbo, masked_nelbo, masked_terms, nelbo, score_nelbo, score_terms,
 )
 from dlmkit.diffusion.schedules import Geometric, LogLinear
 from dlmkit.errors import DlmError
@@ -132,6 +132,20 @@ def test_sampled_estimates_agree_with_the_exact_bound(method):
         z = (est.nll - exact.nll) / est.stderr
         assert z.abs().max() < 5.0, z
         assert est.nfe == (300 if method == "mc" else 40 * quad_calls)
+
+
+def test_count_estimator_is_the_exact_bound():
+    """One free position: -log p(x0^i | the rest), exactly, at every draw.  All free: the draws average to
+    the tight bound -log p(x0) of the exact denoiser (sum over mask sizes k of (1/k) E_{|m|=k})."""
+    x0 = ABS.support()
+    g = torch.Generator().manual_seed(0)
+    clean = torch.tensor([[True, False, True]]).expand_as(x0)
+    one = masked_count_nelbo(ABS.denoise_fn, 1, x0, generator=g, n=3, clean_mask=clean)
+    cond = ABS.nll(x0) + torch.log(ABS.data.reshape(3 * [4]).sum(1)[x0[:, 0], x0[:, 2]])  # -log p(x0^1 | x0^0, x0^2)
+    assert torch.allclose(one.nll, cond, atol=1e-12) and (one.stderr < 1e-12).all() and one.nfe == 3
+    est = masked_count_nelbo(ABS.denoise_fn, 1, x0, generator=g, n=3000)
+    z = (est.nll - ABS.nll(x0)) / est.stderr
+    assert z.abs().max() < 5.0 and (est.stderr < 0.1).all()
 
 
 def test_aggregate_nll():

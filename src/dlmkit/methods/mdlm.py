@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dlmkit.diffusion.likelihood import masked_nelbo
+from dlmkit.diffusion.likelihood import masked_count_nelbo, masked_nelbo
 from dlmkit.diffusion.masked import masked_loss, subs_log_probs
+from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, SampleOutput, register
 from dlmkit.methods.discrete_common import as_cond, check_sampler, schedule_from_options, training_times
 from dlmkit.sampling.discrete import sample_masked
@@ -44,6 +45,13 @@ class MaskedDiffusion(Method):
 
     @torch.no_grad()
     def nll(self, net, x0, *, generator, n_samples=1, clean_mask=None, estimator="mc") -> tuple[Tensor, Tensor]:
+        """The NELBO by ``mc``, ``quadrature`` or, for the time-free denoiser, ``count``
+        (:func:`masked_count_nelbo`: the noise level integrated exactly)."""
+        if estimator == "count":
+            if self.time_conditioned:
+                raise DlmError(f"the count estimator needs a time-free denoiser; {self.kind} is told the noise level")
+            est = masked_count_nelbo(self.denoiser(net), self.mask_id, x0, generator=generator, n=n_samples, clean_mask=clean_mask)
+            return est.nll, est.stderr
         est = masked_nelbo(self.denoiser(net), self.mask_id, self.vocab_size, self.schedule, x0, generator=generator, n=n_samples, method=estimator, clean_mask=clean_mask)
         return est.nll, est.stderr
 
