@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dlmkit.diffusion.graphs import Absorbing, Graph
-from dlmkit.diffusion.masked import DenoiseFn, masked_nll_terms
+from dlmkit.diffusion.masked import DenoiseFn, MaskedNllFn, masked_nll_terms
 from dlmkit.diffusion.schedules import NoiseSchedule
 from dlmkit.diffusion.score_entropy import ScoreFn, denoising_score_entropy
 from dlmkit.errors import DlmError
@@ -71,12 +71,21 @@ def score_point(score_fn: ScoreFn, graph: Graph, clean_mask: torch.Tensor | None
     return point
 
 
-def masked_point(denoise_fn: DenoiseFn, mask_id: int, vocab_size: int, clean_mask: torch.Tensor | None = None) -> PointFn:
-    """PointFn masking x0 (never at ``clean_mask`` positions) and calling the SUBS denoiser once."""
+def masked_point(
+    denoise_fn: DenoiseFn, mask_id: int, vocab_size: int, clean_mask: torch.Tensor | None = None,
+    nll_fn: MaskedNllFn | None = None,
+) -> PointFn:
+    """PointFn masking x0 (never at ``clean_mask`` positions) and calling the SUBS denoiser once.
+
+    ``nll_fn``, when given, computes the masked NLL directly (e.g. on the masked rows alone).
+    """
     graph = Absorbing(vocab_size, mask_id)
 
     def point(x0: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator):
         x_t = graph.sample_forward(x0, sigma, generator, clean_mask)
+        if nll_fn is not None:
+            rec = nll_fn(x_t, sigma, x0)
+            return rec / torch.expm1(sigma).to(rec.dtype), rec
         return masked_terms(denoise_fn(x_t, sigma), x0, x_t, sigma, mask_id)
     return point
 
@@ -196,15 +205,15 @@ def score_nelbo(
 
 def masked_nelbo(
     denoise_fn: DenoiseFn, mask_id: int, vocab_size: int, schedule: NoiseSchedule, x0: torch.Tensor, *,
-    generator: torch.Generator, clean_mask: torch.Tensor | None = None, **kwargs,
+    generator: torch.Generator, clean_mask: torch.Tensor | None = None, nll_fn: MaskedNllFn | None = None, **kwargs,
 ) -> BoundEstimate:
-    """``nelbo`` for an MDLM SUBS denoiser (kwargs: n, method, repeats); ``clean_mask`` as above."""
-    return nelbo(masked_point(denoise_fn, mask_id, vocab_size, clean_mask), schedule, x0, generator=generator, **kwargs)
+    """``nelbo`` for an MDLM SUBS denoiser (kwargs: n, method, repeats); ``clean_mask``, ``nll_fn`` as above."""
+    return nelbo(masked_point(denoise_fn, mask_id, vocab_size, clean_mask, nll_fn), schedule, x0, generator=generator, **kwargs)
 
 
 def masked_count_nelbo(
     denoise_fn: DenoiseFn, mask_id: int, x0: torch.Tensor, *, generator: torch.Generator, n: int = 8,
-    clean_mask: torch.Tensor | None = None,
+    clean_mask: torch.Tensor | None = None, nll_fn: MaskedNllFn | None = None,
 ) -> BoundEstimate:
     """The masked NELBO with its integral over the noise level done exactly, for a time-free denoiser.
 
@@ -229,7 +238,8 @@ def masked_count_nelbo(
         rank = keys.argsort(-1).argsort(-1)
         x_t = torch.where(rank < k[:, None], mask_id, x0)
         sigma = -torch.log1p(-k / (k_free + 1.0))  # a matching noise level; a time-free denoiser ignores it
-        draws.append(k_free / k * masked_nll_terms(denoise_fn(x_t, sigma), x0, x_t, mask_id).double())
+        nll = nll_fn(x_t, sigma, x0) if nll_fn is not None else masked_nll_terms(denoise_fn(x_t, sigma), x0, x_t, mask_id)
+        draws.append(k_free / k * nll.double())
     draws = torch.stack(draws)
     stderr = draws.std(0) / math.sqrt(n) if n > 1 else torch.full_like(draws[0], math.nan)
     return BoundEstimate(draws.mean(0), stderr, n)
