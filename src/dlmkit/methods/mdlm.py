@@ -35,8 +35,8 @@ class MaskedDiffusion(Method):
         self.mask_id = specials.mask
 
     def logits(self, net: nn.Module, x_t: Tensor, sigma: Tensor) -> Tensor:
-        """The network's x0 logits [B, L, V] (time-free: sigma is not used)."""
-        return net(x_t)
+        """The network's x0 logits [B, L, V] in float32 (time-free: sigma is not used)."""
+        return net(x_t).float()
 
     def denoiser(self, net: nn.Module):
         """``denoise_fn(x_t, sigma)`` -> SUBS log p(x0 | x_t) [B, L, V]."""
@@ -89,7 +89,7 @@ class MaskedDiffusionSigma(MaskedDiffusion):
     time_conditioned = True
 
     def logits(self, net: nn.Module, x_t: Tensor, sigma: Tensor) -> Tensor:
-        return net(x_t, cond=as_cond(sigma, x_t).reshape(-1).expand(x_t.shape[0]))
+        return net(x_t, cond=as_cond(sigma, x_t).reshape(-1).expand(x_t.shape[0])).float()
 
     def sample(self, net, batch, length, *, steps, generator, condition=None, **options: Any) -> SampleOutput:
         options["sampler"] = options.get("sampler") or self.options.get("sampler") or "ancestral"

@@ -54,7 +54,8 @@ class SEDD(Method):
 
         def fn(x_t: Tensor, sigma: Tensor) -> Tensor:
             kwargs = {"flags": flags.expand(x_t.shape[0], -1)} if flags is not None else {}
-            log_score = self.scale(net(x_t, cond=as_cond(sigma, x_t), **kwargs), sigma.to(x_t.device))
+            raw = net(x_t, cond=as_cond(sigma, x_t), **kwargs).float()  # float32 under bf16 autocast too
+            log_score = self.scale(raw, sigma.to(x_t.device))
             if torch.is_grad_enabled():
                 return log_score.scatter(-1, x_t.unsqueeze(-1), 0.0)
             return log_score.scatter_(-1, x_t.unsqueeze(-1), 0.0)  # no graph to keep: no [B, L, V] copy
