@@ -16,9 +16,7 @@ flat cross-entropy for perplexity; fused AdamW for the optimiser step.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import platform
 import shutil
 import statistics
