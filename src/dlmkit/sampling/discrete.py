@@ -7,10 +7,11 @@ step draws x0 from Tweedie at sigma_bar(eps) (SEDD's ``denoise``): NFE = steps +
 tau-leaping) and ``euler`` takes the first-order step (t_k - t_{k+1}) sigma(t_k) of the reverse CTMC.
 Masked (denoise_fn -> SUBS log p(x0 | x_t)): MDLM's ancestral steps on t_k = 1 - k/steps with
 alpha(0) := 1, so the last step unmasks everything: NFE <= steps (fewer with ``cache``).
-Every draw is made in float64 with an explicit generator (Gumbel-max; SEDD steps on the absorbing and
-uniform graphs first draw per row whether the token moves, see ``sedd_moves``); conditioned
-positions are written before the first step and after every step.  The ``*_output_distribution`` functions push the exact
-start distribution through the same step kernels over all V^L sequences (tiny V, L only).
+Every draw is made in float64 with an explicit generator (Gumbel-max; SEDD steps on the absorbing
+and uniform graphs first draw per row whether the token moves, see ``sedd_moves``); conditioned
+positions are written before the first step and after every step.  The ``*_output_distribution``
+functions push the exact start distribution through the same step kernels over all V^L sequences
+(tiny V, L only).
 """
 
 from __future__ import annotations
