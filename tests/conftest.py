@@ -18,6 +18,16 @@ def _private_cache(tmp_path_factory):
     os.environ["DLM_CACHE"] = str(tmp_path_factory.mktemp("dlm_cache"))
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """`dlm` commands run in-process set torch's thread count (`--threads`); restore it after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = Path(os.environ.get("DLM_SHARED_DATA", REPO / ".." / "shared" / "data"))

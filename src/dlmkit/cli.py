@@ -416,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        sp.add_argument("--threads", type=number(POSITIVE), default=None, help="CPU threads (default: OMP_NUM_THREADS, else the physical cores)")
+        sp.add_argument("--no-autocast", action="store_true", help="keep the network in float32 on CUDA (default: bf16 autocast)")
 
     t = sub.add_parser("train", help="train a model (preset or YAML, then key=value overrides)")
     t.add_argument("items", nargs="*", metavar="CONFIG|KEY=VALUE", help="preset (tiny, small, medium) or YAML file, then overrides")
@@ -541,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help, or a one-line usage error (DlmArgumentParser)
         return e.code if isinstance(e.code, int) else 2
+    from dlmkit.runtime import set_network_autocast, set_threads  # imports torch: not before parsing
+
+    set_threads(getattr(args, "threads", None))
+    set_network_autocast(not getattr(args, "no_autocast", False))
     return run_guarded(args.func, args, debug=debug)
 
 

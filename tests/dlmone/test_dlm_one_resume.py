@@ -37,10 +37,11 @@ def dropout_teacher(tmp_path_factory, pair_file) -> Path:
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(monkeypatch):
     """The killed subprocesses run on one thread; so must the in-process runs they are compared with."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # `dlm` commands run in-process set threads from it
     yield
     torch.set_num_threads(before)
 

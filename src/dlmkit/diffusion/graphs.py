@@ -25,8 +25,7 @@ def _col(sigma: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def score_ratios(x: torch.Tensor, log_score: torch.Tensor) -> torch.Tensor:
     """exp(log_score) with the (irrelevant) entry at y == x^i set to the exact value 1."""
-    own = F.one_hot(x, log_score.shape[-1]).bool()
-    return torch.where(own, torch.ones_like(log_score), log_score.masked_fill(own, 0.0).exp())
+    return log_score.scatter(-1, x.unsqueeze(-1), 0.0).exp_()  # exp(0) = 1 exactly; no [B, L, V] one-hot
 
 
 class Graph(ABC):

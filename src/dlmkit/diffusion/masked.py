@@ -29,6 +29,24 @@ def subs_log_probs(logits: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> tor
     return out.scatter(-1, x_t.unsqueeze(-1), torch.where(clean, 0.0, -torch.inf).to(out.dtype))
 
 
+MaskedNllFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(x_t [B, L], sigma [B], x0 [B, L]) -> sum over masked positions of -log p_theta(x0^i | x_t), per sequence [B]."""
+
+
+def subs_masked_nll(logits: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """``masked_nll_terms(subs_log_probs(logits, x_t, mask_id), x0, x_t, mask_id)`` on the masked rows alone.
+
+    SUBS carries clean positions over and never predicts the mask, so a masked position's NLL is
+    logsumexp over the non-mask logits minus the logit of x0^i; clean rows cost nothing.
+    """
+    masked = x_t == mask_id
+    rows = logits[masked].float()  # [M, V]: a copy, so the mask column can be dropped in place
+    rows[:, mask_id] = -torch.inf
+    nll = F.cross_entropy(rows, x0[masked], reduction="none")
+    seq = masked.nonzero()[:, 0]
+    return torch.zeros(x0.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, seq, nll)
+
+
 def masked_nll_terms(log_p_x0: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> torch.Tensor:
     """sum over masked positions of -log p_theta(x0^i | x_t), per sequence [B]."""
     nll = -log_p_x0.gather(-1, x0.unsqueeze(-1)).squeeze(-1)

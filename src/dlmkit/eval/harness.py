@@ -9,11 +9,14 @@ What each request type computes
 -------------------------------
 ``loglikelihood(context, continuation)``
     ``-Method.nll`` of the tokens ``context + continuation`` with the context positions given
-    as ``clean_mask``. Exact for the AR baseline. For diffusion kinds ``nll`` is a Monte-Carlo
-    upper bound (ELBO) with ``n_samples`` draws of the noise, so the reported value is an
-    estimate of a *lower bound* on log p(continuation | context). The random numbers restart
-    from ``seed`` for every request (common random numbers), so the choices of one
-    multiple-choice item are compared under the same noise draws. Sequences are scored at
+    as ``clean_mask``. Exact for the AR baseline. For diffusion kinds ``nll`` is an upper bound
+    (ELBO) estimated with ``n_samples`` draws, so the reported value is an estimate of a *lower
+    bound* on log p(continuation | context): for the time-free ``mdlm`` with the noise level
+    integrated exactly (the ``count`` estimator: random masks of each size, no heavy-tailed 1/t
+    weight), otherwise by Monte-Carlo over t. Every request draws its own random numbers, from a
+    seed derived from ``seed`` and the request's tokens (the same request always gets the same
+    value; reusing one set of draws for all requests would make a data-set average no better
+    than a single request's). The standard errors are kept (``ll_stderr``) and reported. Sequences are scored at
     their natural length (no padding to the model's context); a context that does not fit is
     cut from the left. Tokenisation follows lm-eval's convention: trailing spaces of the
     context move to the continuation, ``context + continuation`` is tokenised as a whole and
@@ -88,6 +91,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -129,6 +133,9 @@ class DlmkitScorer:
         self.n_samples, self.seed, self.steps = n_samples, seed, steps
         self.rolling_context, self.max_gen_toks, self.batch_size = rolling_context, max_gen_toks, batch_size
         self.progress = progress
+        # a time-free diffusion denoiser (mdlm) has its noise integral done exactly; AR ignores it
+        self.estimator = "count" if self.method.nll_is_bound and not self.method.time_conditioned else "mc"
+        self.ll_stderr: list[float] = []
         self.stats = {"requests": 0, "scored_tokens": 0, "truncated_contexts": 0, "seconds": 0.0}
 
     @property
@@ -137,6 +144,11 @@ class DlmkitScorer:
 
     def _gen(self) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(self.seed)
+
+    def _request_gen(self, tokens: Sequence[int]) -> torch.Generator:
+        """A generator seeded from ``seed`` and the request's tokens: independent draws per request."""
+        key = zlib.crc32(" ".join(map(str, tokens)).encode(), self.seed & 0xFFFFFFFF)
+        return torch.Generator(device=self.device).manual_seed(key)
 
     # -- tokenisation -------------------------------------------------------------------------
     def split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -170,7 +182,10 @@ class DlmkitScorer:
         x = torch.tensor([c + d for c, d in items], dtype=torch.long, device=self.device)
         pos = torch.arange(x.shape[1], device=self.device)[None]
         clean = pos < torch.tensor([len(c) for c, _ in items], device=self.device)[:, None]
-        nll, _ = self.method.nll(self.net, x, generator=self._gen(), n_samples=self.n_samples, clean_mask=clean)
+        nll, se = self.method.nll(self.net, x, generator=self._request_gen(x.reshape(-1).tolist() + [len(items[0][0])]),
+                                  n_samples=self.n_samples, clean_mask=clean, estimator=self.estimator)
+        if self.method.nll_is_bound:
+            self.ll_stderr.extend(float(v) for v in se.cpu())
         self.stats["scored_tokens"] += sum(len(d) for _, d in items)
         return [-float(v) for v in nll.cpu()]
 
@@ -197,7 +212,7 @@ class DlmkitScorer:
             for i, (c, d) in enumerate(split):
                 groups.setdefault(len(c) + len(d), []).append(i)
             batches = [idx[k : k + self.batch_size] for idx in groups.values() for k in range(0, len(idx), self.batch_size)]
-        else:  # one request per call: the noise restarts from the seed for each (common random numbers)
+        else:  # one request per call, each with its own seed (see _request_gen)
             batches = [[i] for i in range(len(split))]
         for idx in tqdm(batches, desc="loglikelihood", disable=not self.progress, leave=False):
             lls = self.score_batch([split[i] for i in idx])
@@ -462,6 +477,7 @@ def run_harness(
             "scored_tokens": scorer.stats["scored_tokens"],
             "truncated_contexts": scorer.stats["truncated_contexts"],
             "seconds": seconds,
+            "loglikelihood_stderr_rms": math.sqrt(sum(v * v for v in scorer.ll_stderr) / len(scorer.ll_stderr)) if scorer.ll_stderr else None,
             "elbo_tokens_per_s": scorer.stats["scored_tokens"] * max(1, n_samples if scorer.method.nll_is_bound else 1) / scorer.stats["seconds"] if scorer.stats["seconds"] > 0 else None,
             "lm_eval_version": _lm_eval_version(),
         }

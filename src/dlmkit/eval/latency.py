@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.eval.perplexity import resolve_device
+from dlmkit.runtime import network_autocast
 
 
 def random_model(kind: str, preset: str, seq_len: int, device: torch.device) -> Any:
@@ -75,12 +76,14 @@ def time_sampler(model: Any, *, batch: int, length: int, steps: int, repeats: in
     gen = torch.Generator(device=dev).manual_seed(seed)
     nfe = 0
     for _ in range(warmup):
-        model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
+        with network_autocast(dev):
+            model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
     times = []
     for _ in range(repeats):
         _sync(dev)
         t0 = time.perf_counter()
-        out = model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
+        with network_autocast(dev):
+            out = model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
         _sync(dev)
         times.append(time.perf_counter() - t0)
         nfe = out.nfe

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from dlmkit.data.blocks import PackedBlocks
 from dlmkit.data.corpus import tokenize_corpus
+from dlmkit.runtime import network_autocast
 from dlmkit.train.checkpoint import load_model
 from dlmkit.train.loop import default_cache_dir
 
@@ -86,7 +87,8 @@ def evaluate_model_on(
     nlls, ses = [], []
     for i in tqdm(range(0, len(order), batch_size), disable=not progress, desc=f"ppl {Path(data).name}", leave=False):
         x = blocks.batch(order[i : i + batch_size]).to(dev)
-        nll, se = model.method.nll(model.net, x, generator=gen, n_samples=n_samples, estimator=estimator)
+        with network_autocast(dev):
+            nll, se = model.method.nll(model.net, x, generator=gen, n_samples=n_samples, estimator=estimator)
         nlls.append(nll.cpu())
         ses.append(se.cpu())
     seq_nll = torch.cat(nlls)

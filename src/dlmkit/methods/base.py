@@ -98,8 +98,8 @@ class Method(ABC):
         so ``clean_mask`` over a context gives -log p(continuation | context). Exact for AR
         models (standard error 0; the given positions must then be a prefix); an upper bound
         for diffusion kinds, estimated over the noise level by Monte-Carlo (``estimator="mc"``,
-        ``n_samples`` draws) or by Gauss-Legendre quadrature (``"quadrature"``, ``n_samples``
-        nodes; its standard error is NaN).
+        ``n_samples`` draws) or by Gauss-Legendre quadrature over the noise level
+        (``"quadrature"``, ``n_samples`` nodes; its standard error is NaN).
         """
 
 

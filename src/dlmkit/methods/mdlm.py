@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dlmkit.diffusion.likelihood import masked_nelbo
-from dlmkit.diffusion.masked import masked_loss, subs_log_probs
+from dlmkit.diffusion.likelihood import masked_count_nelbo, masked_nelbo
+from dlmkit.diffusion.masked import masked_loss, subs_log_probs, subs_masked_nll
+from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, SampleOutput, register
 from dlmkit.methods.discrete_common import as_cond, check_sampler, schedule_from_options, training_times
 from dlmkit.sampling.discrete import sample_masked
@@ -33,9 +34,17 @@ class MaskedDiffusion(Method):
         self.schedule = schedule_from_options(self.options, "loglinear")
         self.mask_id = specials.mask
 
+    def logits(self, net: nn.Module, x_t: Tensor, sigma: Tensor) -> Tensor:
+        """The network's x0 logits [B, L, V] in float32 (time-free: sigma is not used)."""
+        return net(x_t).float()
+
     def denoiser(self, net: nn.Module):
         """``denoise_fn(x_t, sigma)`` -> SUBS log p(x0 | x_t) [B, L, V]."""
-        return lambda x_t, sigma: subs_log_probs(net(x_t), x_t, self.mask_id)
+        return lambda x_t, sigma: subs_log_probs(self.logits(net, x_t, sigma), x_t, self.mask_id)
+
+    def masked_nll(self, net: nn.Module):
+        """``nll_fn(x_t, sigma, x0)``: the SUBS NLL summed over masked positions, scored on those rows alone."""
+        return lambda x_t, sigma, x0: subs_masked_nll(self.logits(net, x_t, sigma), x0, x_t, self.mask_id)
 
     def loss(self, net: nn.Module, x0: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         t = training_times(self.options, x0.shape[0], generator)
@@ -44,7 +53,16 @@ class MaskedDiffusion(Method):
 
     @torch.no_grad()
     def nll(self, net, x0, *, generator, n_samples=1, clean_mask=None, estimator="mc") -> tuple[Tensor, Tensor]:
-        est = masked_nelbo(self.denoiser(net), self.mask_id, self.vocab_size, self.schedule, x0, generator=generator, n=n_samples, method=estimator, clean_mask=clean_mask)
+        """The NELBO by ``mc``, ``quadrature`` or, for the time-free denoiser, ``count``
+        (:func:`masked_count_nelbo`: the noise level integrated exactly)."""
+        if estimator == "count":
+            if self.time_conditioned:
+                raise DlmError(f"the count estimator needs a time-free denoiser; {self.kind} is told the noise level")
+            est = masked_count_nelbo(self.denoiser(net), self.mask_id, x0, generator=generator, n=n_samples,
+                                     clean_mask=clean_mask, nll_fn=self.masked_nll(net))
+            return est.nll, est.stderr
+        est = masked_nelbo(self.denoiser(net), self.mask_id, self.vocab_size, self.schedule, x0, generator=generator, n=n_samples,
+                           method=estimator, clean_mask=clean_mask, nll_fn=self.masked_nll(net))
         return est.nll, est.stderr
 
     @torch.no_grad()
@@ -70,8 +88,8 @@ class MaskedDiffusionSigma(MaskedDiffusion):
     kind = "mdlm_sigma"
     time_conditioned = True
 
-    def denoiser(self, net: nn.Module):
-        return lambda x_t, sigma: subs_log_probs(net(x_t, cond=as_cond(sigma, x_t).reshape(-1).expand(x_t.shape[0])), x_t, self.mask_id)
+    def logits(self, net: nn.Module, x_t: Tensor, sigma: Tensor) -> Tensor:
+        return net(x_t, cond=as_cond(sigma, x_t).reshape(-1).expand(x_t.shape[0])).float()
 
     def sample(self, net, batch, length, *, steps, generator, condition=None, **options: Any) -> SampleOutput:
         options["sampler"] = options.get("sampler") or self.options.get("sampler") or "ancestral"

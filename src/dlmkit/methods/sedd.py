@@ -54,8 +54,11 @@ class SEDD(Method):
 
         def fn(x_t: Tensor, sigma: Tensor) -> Tensor:
             kwargs = {"flags": flags.expand(x_t.shape[0], -1)} if flags is not None else {}
-            log_score = self.scale(net(x_t, cond=as_cond(sigma, x_t), **kwargs), sigma.to(x_t.device))
-            return log_score.scatter(-1, x_t.unsqueeze(-1), 0.0)
+            raw = net(x_t, cond=as_cond(sigma, x_t), **kwargs).float()  # float32 under bf16 autocast too
+            log_score = self.scale(raw, sigma.to(x_t.device))
+            if torch.is_grad_enabled():
+                return log_score.scatter(-1, x_t.unsqueeze(-1), 0.0)
+            return log_score.scatter_(-1, x_t.unsqueeze(-1), 0.0)  # no graph to keep: no [B, L, V] copy
 
         return fn
 
@@ -99,7 +102,8 @@ class SEDDAbsorb(SEDD):
 
     def scale(self, raw: Tensor, sigma: Tensor) -> Tensor:
         esigm1_log = torch.where(sigma < 0.5, torch.expm1(sigma), sigma.exp() - 1).log()
-        return raw - esigm1_log.to(raw.dtype)[:, None, None] - math.log(self.vocab_size - 1)
+        shift = (esigm1_log + math.log(self.vocab_size - 1)).to(raw.dtype)[:, None, None]
+        return raw - shift if torch.is_grad_enabled() else raw.sub_(shift)  # one [B, L, V] pass
 
 
 @register

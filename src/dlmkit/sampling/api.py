@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from dlmkit.errors import DlmError
+from dlmkit.runtime import network_autocast
 from dlmkit.eval.perplexity import resolve_device
 from dlmkit.sampling.conditioning import Condition
 from dlmkit.train.checkpoint import load_model
@@ -74,7 +75,8 @@ def sample_texts(
     tokens, nfe = [], 0
     start = time.perf_counter()
     for i in range(0, n, batch_size):
-        out = model.method.sample(model.net, min(batch_size, n - i), length, steps=steps, generator=gen, condition=condition, **options)
+        with network_autocast(dev):
+            out = model.method.sample(model.net, min(batch_size, n - i), length, steps=steps, generator=gen, condition=condition, **options)
         tokens.append(out.tokens.cpu())
         nfe = max(nfe, out.nfe)
     seconds = time.perf_counter() - start

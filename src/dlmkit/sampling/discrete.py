@@ -1,13 +1,17 @@
 """Samplers for discrete diffusion, their exact output distributions, and a predictor registry.
 
 SEDD (score_fn -> log concrete scores): time grid t_k = 1 - k (1 - eps)/steps, k = 0..steps; each
-step maps x at sigma_bar(t_k) to sigma_bar(t_{k+1}) with a predictor, then a final denoising step
-draws x0 from Tweedie at sigma_bar(eps) (SEDD's ``denoise``): NFE = steps + 1.
+step maps x at sigma_bar(t_k) towards sigma_bar(t_{k+1}) with a predictor, then a final denoising
+step draws x0 from Tweedie at sigma_bar(eps) (SEDD's ``denoise``): NFE = steps + 1.  As in SEDD's
+``sampling.py``, ``analytic`` removes the noise sigma_bar(t_k) - sigma_bar(t_{k+1}) exactly (Tweedie
+tau-leaping) and ``euler`` takes the first-order step (t_k - t_{k+1}) sigma(t_k) of the reverse CTMC.
 Masked (denoise_fn -> SUBS log p(x0 | x_t)): MDLM's ancestral steps on t_k = 1 - k/steps with
 alpha(0) := 1, so the last step unmasks everything: NFE <= steps (fewer with ``cache``).
-Every draw is Gumbel-max in float64 with an explicit generator; conditioned positions are written
-before the first step and after every step.  The ``*_output_distribution`` functions push the exact
-start distribution through the same step kernels over all V^L sequences (tiny V, L only).
+Every draw is made in float64 with an explicit generator (Gumbel-max; SEDD steps on the absorbing
+and uniform graphs first draw per row whether the token moves, see ``sedd_moves``); conditioned
+positions are written before the first step and after every step.  The ``*_output_distribution``
+functions push the exact start distribution through the same step kernels over all V^L sequences
+(tiny V, L only).
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from dlmkit.diffusion.graphs import Graph
+from dlmkit.diffusion.graphs import Absorbing, Graph, Uniform
 from dlmkit.diffusion.masked import DenoiseFn, ancestral_probs
 from dlmkit.diffusion.schedules import NoiseSchedule
 from dlmkit.diffusion.score_entropy import ScoreFn
 from dlmkit.errors import DlmError
+from dlmkit.sampling.sedd_moves import draw_moves
 
 if TYPE_CHECKING:
     from dlmkit.sampling.conditioning import Condition
 
-Predictor = Callable[[Graph, torch.Tensor, torch.Tensor, float, float], torch.Tensor]
+Predictor = Callable[[Graph, torch.Tensor, torch.Tensor, float], torch.Tensor]
+"""(graph, x, log_score at x, noise removed by the step) -> unnormalised step probabilities [B, L, V]."""
 MAX_ENUMERATED_STATES = 4096
 
 
@@ -50,17 +56,19 @@ def categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return (torch.log(probs.double()) + gumbel(tuple(probs.shape), generator)).argmax(-1)
 
 
-def euler_probs(graph: Graph, x: torch.Tensor, log_score: torch.Tensor, sigma_t: float, sigma_s: float) -> torch.Tensor:
-    """Euler step: jump x^i -> y with probability (sigma_t - sigma_s) Q[x^i, y] s_y; stay gets the rest (>= 0)."""
-    jump = (sigma_t - sigma_s) * graph.reverse_rate(x, log_score)
+def euler_probs(graph: Graph, x: torch.Tensor, log_score: torch.Tensor, dsigma: float) -> torch.Tensor:
+    """Euler step: jump x^i -> y with probability dsigma Q[x^i, y] s_y; stay gets the rest (>= 0).
+
+    SEDD's ``EulerPredictor``: dsigma = (t - s) sigma(t), the rate of the schedule at the step's start.
+    """
+    jump = dsigma * graph.reverse_rate(x, log_score)
     stay = (1.0 - jump.sum(-1, keepdim=True)).clamp_min(0.0)
     return jump.scatter(-1, x.unsqueeze(-1), stay)
 
 
-def analytic_probs(graph: Graph, x: torch.Tensor, log_score: torch.Tensor, sigma_t: float, sigma_s: float) -> torch.Tensor:
-    """Tweedie tau-leaping: p(x_s^i = y | x_t) = (exp(-dQ)^T s)_y exp(dQ)[x^i, y], d = sigma_t - sigma_s."""
-    dsigma = torch.full((x.shape[0],), sigma_t - sigma_s, dtype=torch.float64, device=x.device)
-    return graph.tweedie_probs(x, log_score, dsigma)
+def analytic_probs(graph: Graph, x: torch.Tensor, log_score: torch.Tensor, dsigma: float) -> torch.Tensor:
+    """Tweedie tau-leaping: p(x_s^i = y | x_t) = (exp(-dQ)^T s)_y exp(dQ)[x^i, y], d = sigma_bar(t) - sigma_bar(s)."""
+    return graph.tweedie_probs(x, log_score, torch.full((x.shape[0],), dsigma, dtype=torch.float64, device=x.device))
 
 
 PREDICTORS: dict[str, Predictor] = {"euler": euler_probs, "analytic": analytic_probs}
@@ -78,26 +86,31 @@ def _check_steps(steps: int) -> None:
         raise DlmError(f"steps must be an integer >= 1, got {steps!r}")
 
 
-def _sedd_plan(schedule: NoiseSchedule, steps: int, eps: float) -> list[tuple[float, float | None]]:
-    """(sigma_t, sigma_s) per predictor step, then (sigma_bar(eps), None) for the denoising step."""
+def _sedd_plan(schedule: NoiseSchedule, steps: int, eps: float, predictor: str) -> list[tuple[float, float | None]]:
+    """(sigma_bar(t), noise removed) per predictor step, then (sigma_bar(eps), None) for the denoising step."""
     _check_steps(steps)
     if not 0.0 < eps < 1.0:
         raise DlmError(f"eps must lie in (0, 1), got {eps}")
-    sigmas = schedule.total(torch.linspace(1.0, eps, steps + 1, dtype=torch.float64)).tolist()
-    if not math.isfinite(sigmas[0]):
+    times = torch.linspace(1.0, eps, steps + 1, dtype=torch.float64)
+    sigmas = schedule.total(times)
+    if not math.isfinite(float(sigmas[0])):
         raise DlmError("the schedule's sigma_bar(1) is infinite; SEDD samplers need a finite one (log-linear eps > 0)")
-    return [(sigmas[k], sigmas[k + 1]) for k in range(steps)] + [(sigmas[-1], None)]
+    if predictor == "euler":
+        removed = (times[:-1] - times[1:]) * schedule.rate(times[:-1])
+    else:
+        removed = sigmas[:-1] - sigmas[1:]
+    return list(zip(sigmas[:-1].tolist(), removed.tolist())) + [(float(sigmas[-1]), None)]
 
 
 def _sedd_step(
-    score_fn: ScoreFn, graph: Graph, predictor: Predictor, x: torch.Tensor, sigma_t: float, sigma_s: float | None,
+    score_fn: ScoreFn, graph: Graph, predictor: Predictor, x: torch.Tensor, sigma_t: float, dsigma: float | None,
 ) -> torch.Tensor:
-    """Unnormalised step probabilities [B, L, V]; sigma_s None is the final denoising step."""
+    """Unnormalised step probabilities [B, L, V]; dsigma None is the final denoising step."""
     sigma = torch.full((x.shape[0],), sigma_t, dtype=torch.float64, device=x.device)
     log_score = score_fn(x, sigma).double()
-    if sigma_s is None:
+    if dsigma is None:
         return graph.denoise_probs(x, log_score, sigma)
-    return predictor(graph, x, log_score, sigma_t, sigma_s)
+    return predictor(graph, x, log_score, dsigma)
 
 
 def sample_sedd(
@@ -106,13 +119,18 @@ def sample_sedd(
 ) -> SampleResult:
     """Draw [batch, length] sequences with a SEDD predictor from the prior (NFE = steps + 1)."""
     step = get_predictor(predictor)
-    plan = _sedd_plan(schedule, steps, eps)
+    plan = _sedd_plan(schedule, steps, eps, predictor)
     if condition is not None:
         condition.check(length, graph.vocab_size, getattr(graph, "mask_id", None))
     x = graph.sample_prior(batch, length, generator)
     x = x if condition is None else condition.apply(x)
-    for sigma_t, sigma_s in plan:
-        x = categorical(_sedd_step(score_fn, graph, step, x, sigma_t, sigma_s), generator)
+    fast = isinstance(graph, (Absorbing, Uniform))
+    for sigma_t, dsigma in plan:
+        if fast:  # the same law as the categorical draw below, drawn row by row (see sedd_moves)
+            sigma = torch.full((batch,), sigma_t, dtype=torch.float64, device=x.device)
+            x = draw_moves(graph, x, score_fn(x, sigma), predictor, sigma_t, dsigma, generator)
+        else:
+            x = categorical(_sedd_step(score_fn, graph, step, x, sigma_t, dsigma), generator)
         x = x if condition is None else condition.apply(x)
     return SampleResult(x, len(plan))
 
@@ -195,14 +213,23 @@ def all_sequences(vocab_size: int, length: int) -> torch.Tensor:
 
 
 def _push(dist: torch.Tensor, states: torch.Tensor, probs: torch.Tensor, condition: Condition | None) -> torch.Tensor:
-    """dist [S] times the kernel K[a, b] = prod_i probs[a, i, b^i] (probs normalised, conditions held)."""
-    probs = probs.double() / probs.double().sum(-1, keepdim=True)
+    """dist [S] times the kernel K[a, b] = prod_i probs[a, i, b^i] (probs normalised, conditions held).
+
+    Only states the sampler can be in (dist > 0) are pushed: the rows of unreachable states (for
+    data with zero-probability sequences, scores there are 0/0) never enter.
+    """
+    live = dist > 0
+    probs = probs[live].double()
     if condition is not None:
         probs = condition.fix_probs(probs)
-    kernel = torch.ones(states.shape[0], states.shape[0], dtype=torch.float64)
+    total = probs.sum(-1, keepdim=True)
+    if not (torch.isfinite(total).all() and (total > 0).all()):
+        raise DlmError("a reachable state has step probabilities that are all zero or not finite")
+    probs = probs / total
+    kernel = torch.ones(probs.shape[0], states.shape[0], dtype=torch.float64)
     for i in range(states.shape[1]):
         kernel = kernel * probs[:, i, states[:, i]]
-    return dist @ kernel
+    return dist[live] @ kernel
 
 
 def _start(states: torch.Tensor, prior: torch.Tensor, vocab_size: int, condition: Condition | None) -> torch.Tensor:
@@ -221,8 +248,8 @@ def sedd_output_distribution(
     step = get_predictor(predictor)
     states = all_sequences(graph.vocab_size, length)
     dist = _start(states, graph.prior_log_prob(states).exp(), graph.vocab_size, condition)
-    for sigma_t, sigma_s in _sedd_plan(schedule, steps, eps):
-        dist = _push(dist, states, _sedd_step(score_fn, graph, step, states, sigma_t, sigma_s), condition)
+    for sigma_t, dsigma in _sedd_plan(schedule, steps, eps, predictor):
+        dist = _push(dist, states, _sedd_step(score_fn, graph, step, states, sigma_t, dsigma), condition)
     return dist
 
 

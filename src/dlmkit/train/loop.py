@@ -216,7 +216,7 @@ class Trainer:
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=t.lr,
             betas=(t.beta1, t.beta2),
-            foreach=True,
+            **({"fused": True} if torch.device(self.info.device).type in ("cpu", "cuda") else {"foreach": True}),
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.ema = EMA(self.model, t.ema) if t.ema > 0 else None
