@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -334,7 +335,7 @@ def _free_port() -> int:
 def _eval_worker(rank: int, world: int, port: int, run: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
     try:
         trainer = Trainer(resume_config(run), resume=True, progress=False)
         value = trainer.evaluate()

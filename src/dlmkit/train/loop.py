@@ -238,6 +238,8 @@ class Trainer:
         self.step = 0
         self.best_val: float | None = None
         self.history: list[dict[str, Any]] = []
+        self.window: list[float] = []  # training losses since the last logged step
+        self.extra_window: dict[str, list[float]] = {}
         if resume:
             self._restore()
             if self.info.is_main:
@@ -344,6 +346,8 @@ class Trainer:
             "scheduler": self.sched.state_dict(),
             "best_val": self.best_val,
             "history": self.history,
+            "window": self.window,
+            "extra_window": self.extra_window,
         }
         return weights, tensors, meta
 
@@ -390,6 +394,7 @@ class Trainer:
             prefix = f"method/{src}/"
             self.method.load_train_state({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         self.step, self.best_val, self.history = meta["step"], meta["best_val"], meta["history"]
+        self.window, self.extra_window = list(meta.get("window", [])), dict(meta.get("extra_window", {}))
         rank = self.info.rank
         if meta["world"] == self.info.world:
             torch.set_rng_state(tensors[f"rng/{rank}/torch"])
@@ -549,8 +554,7 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=f"train {self.cfg.model.kind}", dynamic_ncols=True)
         start, start_step = time.perf_counter(), self.step
         loss = val = float("nan")
-        window: list[float] = []
-        extra_window: dict[str, list[float]] = {}
+        window, extra_window = self.window, self.extra_window  # a resumed run's window goes on
         while self.step < t.steps:
             loss = self._train_step()
             self.step += 1
@@ -563,6 +567,7 @@ class Trainer:
                 record.update(step=self.step, loss=sum(window) / len(window), lr=self.sched.get_last_lr()[0], tokens_per_s=rate)
                 record.update({k: sum(v) / len(v) for k, v in extra_window.items()})  # the loss's own metrics
                 window, extra_window = [], {}
+            self.window, self.extra_window = window, extra_window
             if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
                 v = self.evaluate()
                 if v is not None:
