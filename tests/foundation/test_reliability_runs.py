@@ -468,29 +468,49 @@ def test_killed_inside_a_checkpoint_write_then_resumed_is_bitwise_identical(reci
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["ar", "mdlm", "sedd_absorb", "sedd_uniform", "diffuseq", "tcs"])
 def test_many_kills_at_random_points_then_resumed_is_bitwise_identical(recipe, tmp_path, corpus, tiny_overrides, one_thread):
-    """Five kills per recipe: at random moments and at random points of random checkpoint writes."""
+    """Five kills per recipe, each at a random moment of training or a random point of a checkpoint
+    write still to come, each followed by a resume (the next launch); then the run is finished."""
     rng = random.Random(f"{recipe}-15")
     first, again, run_ref, ref = _recipe(recipe, tmp_path, corpus, tiny_overrides)
     run_ref()
     run = tmp_path / recipe
-    targets = [f"step_{s:07d}" for s in (4, 8, 12)] + ["best"]
-    for i in range(5):
-        point = rng.choice([None, "files", "complete", "published", "swap"])
-        argv = first if not (run / "config.yaml").is_file() else again
-        if (run / "checkpoints" / "step_0000016").exists():
-            break
-        target = "best" if point == "swap" else rng.choice(targets)
-        env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    kills = []
+    for _ in range(5):
+        steps = ckpt.step_folders(run)
+        done = int(steps[0].name[5:]) if steps else 0
+        future = [f"step_{s:07d}" for s in (4, 8, 12) if s > done]
+        point = rng.choice([None, None, "files", "complete", "published", "swap"] if future else [None])
+        target = "best" if point == "swap" else rng.choice(future or ["-"])
+        argv = again if ckpt.step_folders(run) else first  # a run killed before its first checkpoint starts over
+        lines = len(records(run)) if (run / "metrics.jsonl").is_file() else 0
         proc = subprocess.Popen([sys.executable, "-c", KILLER, point or "-", target, *argv, "--no-progress"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        if point is None:
-            time.sleep(rng.uniform(2.0, 8.0))  # start-up included: anywhere, from the imports to the last step
+        if point is None:  # once it has trained a step more, at a random moment
+            deadline = time.time() + 120
+            while proc.poll() is None and time.time() < deadline:
+                if (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().split("\n")) - 1 > lines:
+                    break
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.3))
             proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read().decode()[-2000:]
+        if proc.returncode == 0:
+            break
+        kills.append(point or "moment")
+    assert len(kills) >= 3, kills
     if not (run / "checkpoints" / "step_0000016").exists():
-        argv = first if not (run / "config.yaml").is_file() else again
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        done = subprocess.run([sys.executable, "-m", "dlmkit.cli", *argv, "--no-progress"], capture_output=True, text=True, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert main([*(again if ckpt.step_folders(run) else first), "--no-progress"]) == 0
     _same_run(ref, run, "step_0000016")
+
+
+def test_a_fresh_start_over_a_run_killed_before_its_first_checkpoint_resets_the_log(tiny_cfg, capsys):
+    cfg = tiny_cfg("run", "train.steps=3", "train.save_every=0")
+    train(cfg, progress=False)
+    run = Path(cfg.out_dir)
+    want = untimed(run)
+    shutil.rmtree(run / "checkpoints")
+    train(tiny_cfg("run", "train.steps=3", "train.save_every=0"), progress=False)  # the same command again, no --resume
+    assert "starting over" in capsys.readouterr().err
+    assert untimed(run) == want

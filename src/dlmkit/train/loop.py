@@ -202,6 +202,9 @@ class Trainer:
             raise DlmError(f"train.schedule_steps must be at least 1 (or null: train.steps), got {cfg.train.schedule_steps}")
         if self.info.is_main:
             if not resume:  # a resumed run's config.yaml changes only once its checkpoint is accepted
+                if (self.run_dir / "metrics.jsonl").is_file():  # a run killed before its first checkpoint: start over
+                    say(f"{self.run_dir} holds no checkpoint: starting over (its metrics.jsonl is reset)")
+                    rewrite_jsonl(self.run_dir / "metrics.jsonl", lambda rec: False)
                 write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
             if start is not None and not (self.run_dir / "tokenizer" / "tokenizer.json").is_file():
                 start[1].save(self.run_dir / "tokenizer")
@@ -252,7 +255,7 @@ class Trainer:
         if self.info.is_main:
             try:
                 self.lock.acquire()
-                for folder in (self.run_dir, self.run_dir / "checkpoints"):
+                for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "tokenizer", self.run_dir / "samples"):
                     for name in ckpt.clear_partial(folder):
                         say(f"removed {folder / name}, left by a killed run")
             except DlmError as e:
