@@ -9,7 +9,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -326,18 +325,12 @@ def test_sample_and_eval_fall_back_to_the_newest_good_checkpoint(tiny_cfg, capsy
 # ---- 14. validation does not depend on the number of processes ---------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _eval_worker(rank: int, world: int, port: int, run: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _eval_worker(rank: int, world: int, rendezvous: str, run: str, out: str, strategy: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
+    # a file rendezvous: no TCP port that a concurrent test could take between choosing and binding it
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world, timeout=timedelta(seconds=120))
     try:
-        trainer = Trainer(resume_config(run), resume=True, progress=False)
+        trainer = Trainer(resume_config(run, [f"train.distributed={strategy}"]), resume=True, progress=False)
         value = trainer.evaluate()
         trainer.close()
         if rank == 0:
@@ -346,15 +339,17 @@ def _eval_worker(rank: int, world: int, port: int, run: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["mdlm", "sedd_uniform"])
-def test_validation_loss_is_the_same_under_one_and_two_processes(tiny_cfg, tmp_path, kind, one_thread):
+@pytest.mark.parametrize("kind,strategy", [("mdlm", "ddp"), ("sedd_uniform", "fsdp")])
+def test_validation_loss_is_the_same_under_one_and_two_processes(tiny_cfg, tmp_path, kind, strategy, one_thread):
+    """Three chunks on two processes: one process evaluates two (under FSDP the other repeats a
+    forward pass, as every pass is collective)."""
     cfg = tiny_cfg("run", "train.steps=2", f"model.kind={kind}", "train.eval_batches=3", "train.batch_size=6")
     train(cfg, progress=False)
     trainer = Trainer(resume_config(cfg.out_dir), resume=True, progress=False)
     one = trainer.evaluate()
     trainer.close()
     out = tmp_path / "two.json"
-    mp.spawn(_eval_worker, args=(2, _free_port(), cfg.out_dir, str(out)), nprocs=2, join=True)
+    mp.spawn(_eval_worker, args=(2, str(tmp_path / "rendezvous"), cfg.out_dir, str(out), strategy), nprocs=2, join=True)
     assert json.loads(out.read_text()) == one  # bit for bit: same chunks, same noise, same order of sums
 
 

@@ -43,8 +43,8 @@ from dlmkit.models.model import DlmModel, read_weights
 from dlmkit.models.transformer import BackboneConfig
 from dlmkit.train import checkpoint as ckpt
 from dlmkit.train.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
-from dlmkit.train.runlock import RunLock
 from dlmkit.train.ema import EMA
+from dlmkit.train.runlock import RunLock
 
 LossFn = Callable[[Any, nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 FULL = StateDictOptions(full_state_dict=True)
