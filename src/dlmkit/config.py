@@ -102,6 +102,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     warmup: int = 100
     schedule: str = "cosine"  # cosine | constant
+    schedule_steps: int | None = None  # steps the cosine decays over; None: train.steps (a resume that changes train.steps keeps the run's)
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999

@@ -1,5 +1,6 @@
-"""File I/O: atomic writes (a reader never sees a half-written file, a crash never leaves one)
-and jsonl reading with one-line errors."""
+"""File I/O: atomic, durable writes (a reader never sees a half-written file, a crash or power
+loss never leaves one; files get the permissions the umask allows, like ``open``'s) and jsonl
+reading with one-line errors."""
 
 from __future__ import annotations
 
@@ -8,9 +9,36 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from dlmkit.errors import DlmError
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Give a ``tempfile`` file (0600) or folder (0700) the mode a plain ``open``/``mkdir`` would."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's or a folder's data and metadata to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -26,10 +54,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        respect_umask(tmp_path)
         yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_path(tmp_path)
         os.replace(tmp_path, path)
+        fsync_path(path.parent)  # the rename itself
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -65,6 +94,33 @@ def split_lines(text: str) -> list[str]:
     if lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def rewrite_jsonl(path: str | os.PathLike, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite a jsonl log keeping the records ``keep`` accepts (atomically).
+
+    A last line cut short by a kill (not JSON) is dropped; a damaged line elsewhere is a
+    :class:`DlmError` naming ``path:line``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == len(lines):
+                break  # torn by a kill mid-write
+            raise DlmError(f"{path}:{lineno}: not JSON ({e.msg}); fix or delete that line") from None
+        if isinstance(row, dict) and keep(row):
+            out.append(line + "\n")
+    write_text(path, "".join(out))
 
 
 def jsonl_records(path: str | os.PathLike, text: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -55,6 +55,7 @@ from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
 from dlmkit.models.model import DlmModel
 from dlmkit.train import checkpoint as ckpt
 from dlmkit.train.ema import EMA
+from dlmkit.train.runlock import RunLock
 
 
 @dataclass
@@ -451,7 +452,7 @@ class DLMOneDistiller:
             _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, self.step)
             print(f"resumed stage {self.stage} at step {self.step} from {folder}", file=sys.stderr)
             return True
-        _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, -1)  # killed before its first checkpoint
+        _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, -1)  # no checkpoint: the stage starts over, so does its log
         return False
 
     # ---- a stage --------------------------------------------------------------------------------
@@ -500,27 +501,11 @@ class DLMOneDistiller:
 
 
 def _truncate_metrics_stage(path: Path, stage: int, step: int) -> None:
-    """Drop this stage's metric lines written after ``step`` (a run killed after its checkpoint;
-    ``step=-1``: all of the stage's lines) and a half-written last line (a run killed inside a write)."""
-    if not path.is_file():
-        return
-    from dlmkit.io import split_lines, write_text
+    """Drop this stage's metric lines written after ``step`` (a run killed after its checkpoint)
+    and a last line the kill cut short."""
+    from dlmkit.io import rewrite_jsonl
 
-    keep = []
-    lines = split_lines(path.read_text(encoding="utf-8"))
-    for k, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if k == len(lines) - 1:
-                continue
-            raise DlmError(f"{path}:{k + 1}: not JSON: the metrics file is damaged") from None
-        if rec.get("stage") == stage and rec.get("step", 0) > step:
-            continue
-        keep.append(line)
-    write_text(path, "".join(line + "\n" for line in keep))
+    rewrite_jsonl(path, lambda rec: not (rec.get("stage") == stage and rec.get("step", 0) > step))
 
 
 def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None, *, overrides: list[str] | tuple[str, ...] = (),
@@ -544,6 +529,18 @@ def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None
         cfg = config_from_dict(saved["config"])
         teacher, data, valid = saved["teacher"], saved.get("data"), saved.get("valid")
     cfg = apply_overrides(cfg, list(overrides))
+    lock = RunLock(out).acquire()  # one process per run folder; released on return or exit
+    for folder in (out, out / "stage1", out / "stage1" / "checkpoints", out / "stage2", out / "stage2" / "checkpoints"):
+        ckpt.clear_partial(folder)
+    try:
+        return _distill(teacher, out, cfg, data, valid, device, resume, progress)
+    finally:
+        lock.release()
+
+
+def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, valid: str | None, device: str | None,
+             resume: bool, progress: bool) -> dict[str, Any]:
+    out_dir = str(out)
     start = time.perf_counter()
     dist = DLMOneDistiller(teacher, out_dir, cfg, data=data, valid=valid, device=device, progress=progress)
     out.mkdir(parents=True, exist_ok=True)

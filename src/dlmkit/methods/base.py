@@ -73,6 +73,14 @@ class Method(ABC):
     ) -> SampleOutput:
         """Draw ``batch`` sequences of ``length`` tokens, holding ``condition``'s tokens fixed."""
 
+    def train_state(self) -> dict[str, Tensor]:
+        """What training changes in the kind itself besides the weights (e.g. a loss-aware time
+        sampler), saved in the training state so a resumed run continues exactly; none by default."""
+        return {}
+
+    def load_train_state(self, state: dict[str, Tensor]) -> None:
+        """Restore what :meth:`train_state` returned."""
+
     def preview(self, net: nn.Module, tokenizer: Any, *, n: int, length: int, steps: int, generator: torch.Generator, blocks: Any = None, order: Any = None) -> list[str]:
         """A few decoded samples for the run folder (unconditional for LM kinds).
 

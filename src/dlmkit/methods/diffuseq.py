@@ -134,7 +134,8 @@ class DiffuSeq(Method):
         """DiffuSeq's loss (not in nats: squared-error terms plus the rounding NLL), mean over rows.
 
         With ``t_sampler=lossaware`` the per-row losses are importance weighted and fed back to
-        the sampler (training mode only; its history is not part of the checkpoint).
+        the sampler (training mode only; its history is saved in the training state, see
+        :meth:`train_state`).
         """
         inner = unwrap(net)
         mask = self.target_mask(x0)
@@ -156,6 +157,20 @@ class DiffuSeq(Method):
             self.time_sampler.update(t.cpu(), terms.loss.detach().cpu())
         loss = (terms.loss * w).mean()
         return loss, {k: float(getattr(terms, k).detach().mean()) for k in ("mse", "tT", "rounding")}
+
+    def train_state(self) -> dict[str, Tensor]:
+        """The time sampler's state (the loss-aware sampler's loss history) as tensors."""
+        return {f"time_sampler/{k}": torch.as_tensor(v) for k, v in self.time_sampler.state_dict().items()}
+
+    def load_train_state(self, state: dict[str, Tensor]) -> None:
+        prefix = "time_sampler/"
+        saved = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not saved:
+            return
+        try:
+            self.time_sampler.load_state_dict(saved)
+        except (KeyError, ValueError) as e:
+            raise DlmError(f"the saved time sampler state does not fit t_sampler={self.opts['t_sampler']} ({e})") from None
 
     def nll(self, net: nn.Module, x0: Tensor, *, generator: torch.Generator, n_samples: int = 1) -> tuple[Tensor, Tensor]:
         """Not available: DiffuSeq's objective (unweighted x0 MSE + rounding) is not a likelihood

@@ -5,6 +5,7 @@ models that do not fit one device). AdamW with warm-up then cosine or constant l
 gradient clipping and accumulation, an optional EMA of the weights, bf16 autocast on CUDA and
 fp32 on CPU, optional ``torch.compile``. Rank 0 shows a progress bar, appends to
 ``metrics.jsonl`` and writes checkpoints from which ``resume=True`` continues bit for bit.
+Rank 0 holds a lock on the run folder while the run lives (:mod:`dlmkit.train.runlock`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dlmkit.data.blocks import BlockSampler, PackedBlocks
 from dlmkit.data.corpus import iter_documents, resolve_paths, tokenize_corpus
 from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
 from dlmkit.errors import DlmError
-from dlmkit.io import append_jsonl, write_text
+from dlmkit.io import append_jsonl, rewrite_jsonl, write_text
 from dlmkit.methods.base import Specials, get_method_class
 from dlmkit.models.model import DlmModel, read_weights
 from dlmkit.models.transformer import BackboneConfig
@@ -44,6 +45,7 @@ from dlmkit.train import checkpoint as ckpt
 from dlmkit.train.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
 from dlmkit.train.ema import EMA
 from dlmkit.train.loggers import open_run_loggers
+from dlmkit.train.runlock import RunLock
 
 LossFn = Callable[[Any, nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 FULL = StateDictOptions(full_state_dict=True)
@@ -82,7 +84,8 @@ def lr_factor(step: int, cfg: RunConfig) -> float:
         return 1.0
     if t.schedule != "cosine":
         raise DlmError(f"unknown learning-rate schedule '{t.schedule}' (cosine, constant)")
-    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
+    span = t.schedule_steps or t.steps
+    progress = min(1.0, (step - t.warmup) / max(1, span - t.warmup))
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -181,15 +184,29 @@ class Trainer:
         resolve_paths(cfg.data.train)  # a missing path fails before the run folder is made
         if resume and not (self.run_dir / "config.yaml").is_file():
             raise DlmError(f"{self.run_dir}: not a dlmkit run folder (no config.yaml): cannot resume")
+        self.lock = RunLock(self.run_dir)
+        self._lock_run()
+        try:
+            self._setup(cfg, resume, progress, start)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, cfg: RunConfig, resume: bool, progress: bool, start: tuple[DlmModel, Tokenizer] | None) -> None:
         if not resume and ckpt.step_folders(self.run_dir):
             raise DlmError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another out_dir")
         if start is None and cfg.model.init_from:
             start = load_start(cfg)
         elif start is not None:
             describe_model(cfg, start[0])  # overrides given after the caller's load do not change the model
+        if cfg.train.schedule_steps is not None and cfg.train.schedule_steps < 1:
+            raise DlmError(f"train.schedule_steps must be at least 1 (or null: train.steps), got {cfg.train.schedule_steps}")
         if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+            if not resume:  # a resumed run's config.yaml changes only once its checkpoint is accepted
+                if (self.run_dir / "metrics.jsonl").is_file():  # a run killed before its first checkpoint: start over
+                    say(f"{self.run_dir} holds no checkpoint: starting over (its metrics.jsonl is reset)")
+                    rewrite_jsonl(self.run_dir / "metrics.jsonl", lambda rec: False)
+                write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
             if start is not None and not (self.run_dir / "tokenizer" / "tokenizer.json").is_file():
                 start[1].save(self.run_dir / "tokenizer")
         self.cfg = cfg
@@ -225,8 +242,35 @@ class Trainer:
         self.step = 0
         self.best_val: float | None = None
         self.history: list[dict[str, Any]] = []
+        self.window: list[float] = []  # training losses since the last logged step
+        self.extra_window: dict[str, list[float]] = {}
         if resume:
             self._restore()
+            if self.info.is_main:
+                write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+
+    def _lock_run(self) -> None:
+        """Rank 0 locks the run folder and clears what a killed run left; every rank learns whether
+        the lock was taken (so a refused launch fails everywhere instead of hanging)."""
+        error = None
+        if self.info.is_main:
+            try:
+                self.lock.acquire()
+                for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "tokenizer", self.run_dir / "samples"):
+                    for name in ckpt.clear_partial(folder):
+                        say(f"removed {folder / name}, left by a killed run")
+            except DlmError as e:
+                error = str(e)
+            except OSError as e:
+                error = f"{self.run_dir}: cannot use this run folder ({e.strerror or e})"
+        error = gather_objects(error)[0]
+        if error is not None:
+            self.lock.release()
+            raise DlmError(error)
+
+    def close(self) -> None:
+        """Release the run folder (``fit`` does this when it ends)."""
+        self.lock.release()
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -295,25 +339,37 @@ class Trainer:
         for rank, r in enumerate(rngs):
             for key, val in r.items():
                 tensors[f"rng/{rank}/{key}"] = val.cpu()
+        for rank, state in enumerate(gather_objects(self.method.train_state())):  # e.g. DiffuSeq's loss-aware time sampler
+            tensors.update({f"method/{rank}/{k}": v.cpu() for k, v in state.items()})
         meta = {
             "step": self.step,
+            "schedule_steps": self.cfg.train.schedule_steps or self.cfg.train.steps,
             "world": self.info.world,
             "sampler": self.sampler.state_dict(),
             "param_groups": osd.get("param_groups", []),
             "scheduler": self.sched.state_dict(),
             "best_val": self.best_val,
             "history": self.history,
+            "window": self.window,
+            "extra_window": self.extra_window,
         }
         return weights, tensors, meta
 
     def _restore(self) -> None:
-        """Load the newest readable checkpoint; fall back to older ones with a message."""
+        """Load the newest readable checkpoint; fall back to older ones with a message. A readable
+        checkpoint of another kind, architecture or tokenizer is refused."""
         errors = []
+        want = ckpt.identity(self.model.config, self.tokenizer)
         for folder in ckpt.step_folders(self.run_dir):
             try:
+                got = ckpt.folder_identity(folder)
+                if (why := ckpt.describe_mismatch(want, got)) is not None:
+                    raise ckpt.CheckpointMismatch(f"{folder} is {why}: it is not this run's checkpoint (remove it, or resume the run it belongs to)")
                 tensors, meta = ckpt.load_train_state(folder)
                 raw = {k[4:]: v for k, v in tensors.items() if k.startswith("raw/")} or read_weights(self.model, folder / ckpt.WEIGHTS_NAME)
                 break
+            except ckpt.CheckpointMismatch:
+                raise
             except DlmError as e:
                 errors.append(str(e))
                 if self.info.is_main:
@@ -321,7 +377,10 @@ class Trainer:
         else:
             if errors:
                 raise DlmError(f"{self.run_dir}: no readable checkpoint to resume from")
-            return  # killed before its first checkpoint: start from scratch
+            if self.info.is_main:  # killed before its first checkpoint: start from scratch, and so does the log
+                rewrite_jsonl(self.run_dir / "metrics.jsonl", lambda rec: False)
+            return
+        self._check_schedule(meta)
         set_model_state_dict(self.model, raw, options=FULL)
         if self.ema is not None:
             self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
@@ -333,7 +392,13 @@ class Trainer:
         set_optimizer_state_dict(self.model, self.opt, optim_state_dict=opt_state, options=FULL)
         self.sched.load_state_dict(meta["scheduler"])
         self.sampler.load_state_dict(meta["sampler"])
+        saved_ranks = sorted({int(k.split("/")[1]) for k in tensors if k.startswith("method/")})
+        if saved_ranks:  # this rank's own state, or rank 0's when the number of processes changed
+            src = self.info.rank if self.info.rank in saved_ranks else saved_ranks[0]
+            prefix = f"method/{src}/"
+            self.method.load_train_state({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         self.step, self.best_val, self.history = meta["step"], meta["best_val"], meta["history"]
+        self.window, self.extra_window = list(meta.get("window", [])), dict(meta.get("extra_window", {}))
         rank = self.info.rank
         if meta["world"] == self.info.world:
             torch.set_rng_state(tensors[f"rng/{rank}/torch"])
@@ -346,6 +411,26 @@ class Trainer:
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
             say(f"resumed {self.run_dir} at step {self.step} from {folder.name}")
 
+    def _check_schedule(self, meta: dict[str, Any]) -> None:
+        """A resume that changes ``train.steps`` keeps the cosine the run was trained on (re-stretching
+        it would make the learning rate jump); ``train.schedule_steps`` chooses explicitly. Says which."""
+        t = self.cfg.train
+        old = meta.get("schedule_steps")
+        if t.schedule != "cosine" or old is None:
+            return
+        if t.schedule_steps is None:
+            if old == t.steps:
+                return
+            t.schedule_steps = old
+            message = (f"train.steps={t.steps}: the learning rate keeps the run's cosine over {old} steps"
+                       f"{f', then stays at its final value' if t.steps > old else ''} (train.schedule_steps={t.steps} re-stretches it instead)")
+        elif t.schedule_steps != old:
+            message = f"train.schedule_steps={t.schedule_steps}: the cosine learning rate is re-stretched over {t.schedule_steps} steps (it was {old})"
+        else:
+            return
+        if self.info.is_main:
+            say(message)
+
     def save(self) -> None:
         weights, tensors, meta = self._state()
         if not self.info.is_main:
@@ -353,6 +438,7 @@ class Trainer:
         folder = self.run_dir / "checkpoints" / f"step_{self.step:07d}"
         ckpt.save_checkpoint(folder, self.model, self.tokenizer, weights, tensors, meta)
         ckpt.prune(self.run_dir, self.cfg.train.keep_last)
+        ckpt.clear_partial(folder.parent)
 
     @contextlib.contextmanager
     def _inference_weights(self) -> Iterator[None]:
@@ -407,22 +493,37 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Mean validation loss over a fixed set of blocks with a fixed noise seed."""
+        """Mean validation loss over a fixed set of blocks with fixed noise: a function of the
+        weights and the run's seed only, whatever the number of processes.
+
+        The first ``train.eval_batches`` chunks of ``train.micro_batch`` blocks (``train.batch_size``
+        when 0) are dealt to the processes in turn; chunk ``j``'s noise is seeded by ``(seed, j)``
+        and the chunk losses are summed in chunk order on every process.
+        """
         blocks, order = self.valid_blocks, self.valid_order
         if len(order) == 0:
             return None
-        n = min(len(order), self.cfg.train.eval_batches * self.micro * self.info.world)
-        mine = order[:n][self.info.rank :: self.info.world]
-        gen = torch.Generator(device=self.info.device).manual_seed(12345 + self.info.rank)
+        t = self.cfg.train
+        size = t.micro_batch or t.batch_size
+        n = min(len(order), t.eval_batches * size)
+        chunks = [order[i : i + size] for i in range(0, n, size)]
+        world, rank = self.info.world, self.info.rank
+        rounds = -(-len(chunks) // world)  # under FSDP every process runs the same number of forward passes
+        mine: list[tuple[int, float]] = []
         with self._inference_weights():
-            losses = []
-            for i in range(0, len(mine), self.micro):
-                x = blocks.batch(mine[i : i + self.micro]).to(self.info.device)
+            for r in range(rounds):
+                j = r * world + rank
+                if j >= len(chunks) and not self.sharded:
+                    break
+                jj = min(j, len(chunks) - 1)
+                gen = torch.Generator(device=self.info.device).manual_seed(self.cfg.seed * 1_000_003 + 12345 + jj)
+                x = blocks.batch(chunks[jj]).to(self.info.device)
                 with self._autocast():
                     loss, _ = self.method.loss(self.model.net, x, gen)
-                losses.append(loss.item() * len(x))
-        local = sum(losses) / max(1, len(mine))
-        return mean_across(local, self.info.device)
+                if j < len(chunks):
+                    mine.append((j, loss.item() * len(x)))
+        total = dict(item for part in gather_objects(mine) for item in part)
+        return sum(total[j] for j in range(len(chunks))) / n
 
     def write_samples(self, n: int = 4) -> Path | None:
         """Sample ``n`` sequences with the current (EMA) weights into ``samples/step_N.txt``.
@@ -444,6 +545,13 @@ class Trainer:
         return path
 
     def fit(self) -> TrainResult:
+        """Train to ``cfg.train.steps``; the run folder is released at the end, however it ends."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> TrainResult:
         t = self.cfg.train
         metrics_path = self.run_dir / "metrics.jsonl"
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
@@ -451,8 +559,7 @@ class Trainer:
         loggers = open_run_loggers(self.cfg, self.run_dir, self.step, self.info.is_main)  # TensorBoard / W&B besides metrics.jsonl
         start, start_step = time.perf_counter(), self.step
         loss = val = float("nan")
-        window: list[float] = []
-        extra_window: dict[str, list[float]] = {}
+        window, extra_window = self.window, self.extra_window  # a resumed run's window goes on
         while self.step < t.steps:
             loss = self._train_step()
             self.step += 1
@@ -465,6 +572,7 @@ class Trainer:
                 record.update(step=self.step, loss=sum(window) / len(window), lr=self.sched.get_last_lr()[0], tokens_per_s=rate)
                 record.update({k: sum(v) / len(v) for k, v in extra_window.items()})  # the loss's own metrics
                 window, extra_window = [], {}
+            self.window, self.extra_window = window, extra_window
             if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
                 v = self.evaluate()
                 if v is not None:
@@ -504,13 +612,9 @@ class Trainer:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after ``step`` by a run that was killed later than its checkpoint."""
-    if not path.is_file():
-        return
-    import json
-
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    write_text(path, "".join(line + "\n" for line in keep))
+    """Drop metric lines written after ``step`` by a run that was killed later than its checkpoint
+    (and a last line the kill cut short)."""
+    rewrite_jsonl(path, lambda rec: rec.get("step", 0) <= step)
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
