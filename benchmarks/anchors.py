@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from dlmkit.methods.base import Specials
-from dlmkit.models.model import DlmModel
-from dlmkit.models.transformer import BackboneConfig
+from dlmkit.hub.model import DlmModel
+from dlmkit.networks.transformer import BackboneConfig
 
 VOCAB = 50258  # GPT-2's 50257 tokens + the mask
 SPECIALS = Specials(eos=50256, pad=50256, mask=50257, sep=50256)
@@ -170,7 +170,7 @@ def sedd(args: argparse.Namespace) -> list[dict[str, Any]]:
     """
     from safetensors.torch import save_file
 
-    from dlmkit.models.released import load_released
+    from dlmkit.hub.released import load_released
     from dlmkit.sampling.discrete import _sedd_step, get_predictor
 
     if not args.sedd_repo:
@@ -306,7 +306,7 @@ def mdlm(args: argparse.Namespace) -> list[dict[str, Any]]:
     from safetensors.torch import save_file
 
     from dlmkit.diffusion.masked import ancestral_probs
-    from dlmkit.models.released import load_released
+    from dlmkit.hub.released import load_released
 
     if not args.mdlm_repo:
         print("mdlm: skipped (no --mdlm-repo)")
@@ -368,7 +368,7 @@ def hf_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
     Hugging Face GPT-2 (random weights) vs that model's own ``generate()``; greedy outputs compared first."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from dlmkit.models.hf_causal import HFCausalNet
+    from dlmkit.networks.hf_causal import HFCausalNet
     from dlmkit.sampling.autoregressive import generate
 
     torch.manual_seed(0)

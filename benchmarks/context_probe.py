@@ -19,8 +19,8 @@ import torch
 
 from dlmkit.io import write_json
 from dlmkit.methods.base import Specials
-from dlmkit.models.model import DlmModel
-from dlmkit.models.transformer import BackboneConfig
+from dlmkit.hub.model import DlmModel
+from dlmkit.networks.transformer import BackboneConfig
 
 V, L, B, MASK = 64, 32, 32, 65
 

@@ -7,7 +7,7 @@ For each task (the splits of shared/data/README.md, stated in the report):
 * simplification (``simplification``): train ASSET valid (x10 refs) + TurkCorpus valid (x8),
   evaluate on ASSET test (10 references: multi-reference BLEU and sacreBLEU corpus BLEU).
 
-it trains a ``diffuseq`` teacher through ``dlmkit.train.loop.train`` and the ``ar`` kind on the
+it trains a ``diffuseq`` teacher through ``dlmkit.engine.loop.train`` and the ``ar`` kind on the
 same ``src sep trg eos`` rows (a plain AdamW loop over the same blocks) into ``WORK/TASK/{diffuseq,ar}``
 (a finished run there is reused, so the DLM-One bench distils the same teachers), then reports:
 BLEU vs sampling steps (DDIM respaced, one candidate) with time per sample at ``--eval-batch``;
@@ -48,16 +48,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from dlmkit.config import load_config  # noqa: E402
+from dlmkit.engine.config import load_config  # noqa: E402
 from dlmkit.data.seq2seq import load_multi_reference, load_pairs  # noqa: E402
 from dlmkit.data.seq2seq_blocks import build_blocks  # noqa: E402
 from dlmkit.data.tokenizer import TokenizerConfig, build_tokenizer, train_bpe  # noqa: E402
-from dlmkit.eval import seq2seq_metrics as M  # noqa: E402
-from dlmkit.eval.mbr import mbr_decode  # noqa: E402
-from dlmkit.models.model import DlmModel  # noqa: E402
-from dlmkit.sampling.seq2seq_api import generate_targets  # noqa: E402
-from dlmkit.train.checkpoint import load_model, step_folders, write_model_folder  # noqa: E402
-from dlmkit.train.loop import build_model, lr_factor, train  # noqa: E402
+from dlmkit.eval.metrics import seq2seq as M  # noqa: E402
+from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
+from dlmkit.hub.model import DlmModel  # noqa: E402
+from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
+from dlmkit.hub.checkpoint import load_model, step_folders, write_model_folder  # noqa: E402
+from dlmkit.engine.loop import build_model, lr_factor, train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t", "simplification")
 DEFAULT_DATA = str(Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")) / "seq2seq")
@@ -137,7 +137,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
 
 def _bertscore_model() -> str | None:
     try:
-        from dlmkit.eval.bertscore import default_model_path
+        from dlmkit.eval.metrics.bertscore import default_model_path
 
         return default_model_path()
     except Exception:

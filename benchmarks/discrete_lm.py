@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.config import load_config
+from dlmkit.engine.config import load_config
 from dlmkit.data.corpus import iter_documents
 from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
-from dlmkit.eval.perplexity import perplexity_table, render_table
+from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
 from dlmkit.io import write_json
-from dlmkit.train.checkpoint import load_model, step_folders
-from dlmkit.train.loop import train
+from dlmkit.hub.checkpoint import load_model, step_folders
+from dlmkit.engine.loop import train
 
 KINDS = ["ar", "mdlm", "sedd_absorb", "sedd_uniform"]
 TRAIN_PARTS = ["austen", "kjv.txt", "fortunes.txt", "tinystories"]

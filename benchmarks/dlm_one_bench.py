@@ -6,7 +6,7 @@ evaluate on ``valid.jsonl``):
 
 * the ``diffuseq`` teacher and the ``ar`` model of ``benchmarks/diffuseq_bench.py`` in
   ``WORK/TASK`` (reused when that bench trained them; trained here otherwise);
-* a DLM-One student through ``dlmkit.distill.dlm_one.distill_dlm_one`` (stage 1 SiD, stage 2
+* a DLM-One student through ``dlmkit.recipes.dlm_one.distill_dlm_one`` (stage 1 SiD, stage 2
   SiD + adversarial, Table 5 defaults unless overridden) in ``WORK/TASK/dlm_one_S1_S2``.
 
 Tables:
@@ -58,10 +58,10 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import diffuseq_bench as DB  # noqa: E402
 
-from dlmkit.distill.dlm_one import DistillConfig, apply_overrides, distill_dlm_one  # noqa: E402
+from dlmkit.recipes.dlm_one import DistillConfig, apply_overrides, distill_dlm_one  # noqa: E402
 from dlmkit.methods.dlm_one import paper_step  # noqa: E402
-from dlmkit.sampling.seq2seq_api import generate_targets  # noqa: E402
-from dlmkit.train.checkpoint import load_model  # noqa: E402
+from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
+from dlmkit.hub.checkpoint import load_model  # noqa: E402
 
 TASKS = ("qqp", "quasar_t")
 

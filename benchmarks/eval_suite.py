@@ -9,7 +9,7 @@ command produces the analogues of the paper's tables and figure, with SmolLM2-13
   ``<=`` bounds for diffusion; ``dlm eval ppl``);
 * benchmark accuracy through the lm-eval adapter on the shipped offline tasks ``dlm_cloze``
   (LAMBADA-style last word) and ``dlm_choice`` (two-choice); the paper's LAMBADA / HellaSwag /
-  PIQA / ARC / WinoGrande need network access once (see ``dlmkit.eval.harness``);
+  PIQA / ARC / WinoGrande need network access once (see ``dlmkit.eval.tasks.harness``);
 * Table 2 analogue, MAUVE of WebText-prompted continuations (mean ± std over seeds, features:
   the judge's last-token hidden state);
 * Tables 3-5 analogues, generative perplexity (judge SmolLM2) and diversity (unique unigrams,
@@ -96,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from dlmkit.eval.genppl import generative_perplexity
+    from dlmkit.eval.tasks.genppl import generative_perplexity
     from dlmkit.eval.judges import load_judge
-    from dlmkit.eval.latency import latency_benchmark
-    from dlmkit.eval.mauve_eval import Featurizer, mauve_eval
-    from dlmkit.eval.perplexity import evaluate_model_on, resolve_device
+    from dlmkit.eval.tasks.latency import latency_benchmark
+    from dlmkit.eval.tasks.mauve import Featurizer, mauve_eval
+    from dlmkit.eval.tasks.perplexity import evaluate_model_on, resolve_device
     from dlmkit.eval.report import write_report
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.hub.checkpoint import load_model
 
     size = "quick" if args.quick else args.size
     cfg = settings(size)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["ppl"].append(row)
 
     if "harness" not in skip:
-        from dlmkit.eval.harness import run_harness
+        from dlmkit.eval.tasks.harness import run_harness
 
         results["harness"] = []
         for kind, run in runs.items():

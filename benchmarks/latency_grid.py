@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from dlmkit.eval.latency import latency_benchmark
+from dlmkit.eval.tasks.latency import latency_benchmark
 from dlmkit.io import write_json
 
 SAMPLERS = [("mdlm", "ancestral"), ("mdlm", "cached"), ("sedd_absorb", "euler"), ("sedd_absorb", "analytic"),

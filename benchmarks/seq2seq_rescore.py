@@ -31,7 +31,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import diffuseq_bench as DB  # noqa: E402
 
-from dlmkit.eval.mbr import mbr_decode  # noqa: E402
+from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
 
 METRIC_KEYS = ("BLEU", "bleu", "multi_ref_bleu", "corpus_bleu", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4",
                "avg_len", "hyp_len", "empty", "repeat")

@@ -51,8 +51,8 @@ def ar_teacher(args, size: dict, work: Path) -> str:
     """A dlmkit AR teacher: ``--ar-teacher`` or one trained here on the same data."""
     if args.ar_teacher:
         return args.ar_teacher
-    from dlmkit.config import load_config
-    from dlmkit.train.loop import train
+    from dlmkit.engine.config import load_config
+    from dlmkit.engine.loop import train
 
     out = work / "ar-teacher"
     if not (out / "checkpoints").is_dir():
@@ -66,8 +66,8 @@ def ar_teacher(args, size: dict, work: Path) -> str:
 @torch.no_grad()
 def teacher_genppl(run: str, teacher, *, n: int, steps: int, seed: int, batch: int) -> dict:
     """Unconditional samples of the student scored by the teacher (ids shared, no retokenisation)."""
-    from dlmkit.eval.genppl import draw_samples
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.eval.tasks.genppl import draw_samples
+    from dlmkit.hub.checkpoint import load_model
 
     model, _ = load_model(run, teacher.device)
     ids, nfe, secs = draw_samples(model, n, model.seq_len, steps=steps, seed=seed, batch_size=batch)
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from dlmkit.distill.tcs import distill_tcs
-    from dlmkit.distill.teachers import load_teacher
-    from dlmkit.eval.perplexity import evaluate_model_on
-    from dlmkit.train.distributed import init_distributed
+    from dlmkit.recipes.tcs import distill_tcs
+    from dlmkit.hub.teachers import load_teacher
+    from dlmkit.eval.tasks.perplexity import evaluate_model_on
+    from dlmkit.engine.distributed import init_distributed
 
     size = dict(SIZES[args.size])
     size["batch"] = args.batch or size["batch"]

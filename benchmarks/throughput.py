@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from dlmkit.config import load_config
+from dlmkit.engine.config import load_config
 from dlmkit.methods.base import Specials
-from dlmkit.models.model import DlmModel
+from dlmkit.hub.model import DlmModel
 from dlmkit.io import write_json
-from dlmkit.models.transformer import BackboneConfig
+from dlmkit.networks.transformer import BackboneConfig
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:

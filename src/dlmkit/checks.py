@@ -45,7 +45,7 @@ UNIT_OPEN_LOW = Range(0, 1, lo_open=True)  # (0, 1]: top-p, a fraction of the it
 FRACTION = Range(0, 1)  # [0, 1]
 DECAY = Range(0, 1, hi_open=True)  # [0, 1): EMA decays, Adam betas, dropout, held-out shares
 
-# Allowed values of the numeric keys of a run config (dlmkit.config); unlisted keys are free.
+# Allowed values of the numeric keys of a run config (dlmkit.engine.config); unlisted keys are free.
 CONFIG_RANGES: dict[str, Range] = {
     "model.n_layers": POSITIVE, "model.d_model": POSITIVE, "model.n_heads": POSITIVE, "model.d_cond": POSITIVE,
     "model.mlp_ratio": POSITIVE, "model.dropout": DECAY, "model.seq_len": Range(2),

@@ -46,8 +46,8 @@ def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[], 
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from dlmkit.config import load_config
-    from dlmkit.train.loop import resume_config, train
+    from dlmkit.engine.config import load_config
+    from dlmkit.engine.loop import resume_config, train
 
     items = list(args.items)
     if args.resume:
@@ -86,7 +86,7 @@ def _parse_infill(items: list[str]) -> list[tuple[int, str]]:
 
 def cmd_sample_seq2seq(args: argparse.Namespace) -> None:
     """`dlm sample RUN --src-file FILE`: targets for sources (diffuseq, or ar trained on pairs)."""
-    from dlmkit.sampling.seq2seq_api import sample_seq2seq
+    from dlmkit.generate.seq2seq import sample_seq2seq
 
     if args.out:
         check_output(args.out, "--out")
@@ -113,7 +113,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         check_output(args.out, "--out")
     import torch
 
-    from dlmkit.sampling.api import sample_texts
+    from dlmkit.generate.text import sample_texts
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -147,7 +147,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
-    from dlmkit.eval.perplexity import perplexity_table, render_table
+    from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
 
     table = perplexity_table(
         args.models,
@@ -165,7 +165,7 @@ def cmd_eval_ppl(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_seq2seq(args: argparse.Namespace) -> None:
-    from dlmkit.eval.seq2seq_cli import render, run_eval
+    from dlmkit.eval.tasks.seq2seq import render, run_eval
 
     result = run_eval(args.hyp, args.ref, src=args.src, mbr=args.mbr, candidates_files=args.candidates_file,
                       bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, progress=not args.no_progress)
@@ -176,7 +176,7 @@ def cmd_eval_seq2seq(args: argparse.Namespace) -> None:
 
 
 def cmd_distill_dlm_one(args: argparse.Namespace) -> None:
-    from dlmkit.distill.dlm_one import distill_dlm_one
+    from dlmkit.recipes.dlm_one import distill_dlm_one
 
     check_output(args.out, "--out", folder=True)
     result = distill_dlm_one(args.teacher, args.out, overrides=args.set or [], data=args.data, valid=args.valid,
@@ -193,7 +193,7 @@ def cmd_distill_dlm_one(args: argparse.Namespace) -> None:
 
 
 def cmd_distill_tcs(args: argparse.Namespace) -> None:
-    from dlmkit.distill.tcs import distill_tcs
+    from dlmkit.recipes.tcs import distill_tcs
 
     if args.out:
         check_output(args.out, "--out", folder=True)
@@ -242,7 +242,7 @@ def _ints(text: str) -> list[int]:
 
 
 def cmd_eval_gen(args: argparse.Namespace) -> None:
-    from dlmkit.eval.genppl import generative_perplexity, render_gen_table
+    from dlmkit.eval.tasks.genppl import generative_perplexity, render_gen_table
 
     result = generative_perplexity(args.model, args.judge, n=args.n, steps=_ints(args.steps), length=args.length, batch_size=args.batch_size,
                                    judge_batch_size=args.judge_batch_size, seed=args.seed, device=args.device, progress=not args.no_progress)
@@ -250,7 +250,7 @@ def cmd_eval_gen(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_mauve(args: argparse.Namespace) -> None:
-    from dlmkit.eval.mauve_eval import mauve_eval
+    from dlmkit.eval.tasks.mauve import mauve_eval
     from dlmkit.eval.report import render_mauve_table
 
     opts = {"num_buckets": args.num_buckets if args.num_buckets == "auto" else int(args.num_buckets)}
@@ -263,7 +263,7 @@ def cmd_eval_mauve(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_harness(args: argparse.Namespace) -> None:
-    from dlmkit.eval.harness import render_harness_table, run_harness
+    from dlmkit.eval.tasks.harness import render_harness_table, run_harness
 
     limit = None if args.limit is None else (float(args.limit) if "." in args.limit else int(args.limit))
     result = run_harness(args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path or [], limit=limit,
@@ -281,7 +281,7 @@ def cmd_eval_report(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_latency(args: argparse.Namespace) -> None:
-    from dlmkit.eval.latency import latency_benchmark, plot_latency, render_latency_table
+    from dlmkit.eval.tasks.latency import latency_benchmark, plot_latency, render_latency_table
 
     if args.plot:
         check_output(args.plot, "--plot")
@@ -377,7 +377,7 @@ def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.Argum
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from dlmkit.models.released import convert
+    from dlmkit.hub.released import convert
 
     check_output(args.dst, "destination", folder=True)
     result = convert(args.src, args.dst, tokenizer=args.tokenizer)
@@ -388,7 +388,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from dlmkit.train.curves import plot_runs
+    from dlmkit.engine.curves import plot_runs
 
     metrics = [m for m in args.metrics.split(",") if m]
     result = plot_runs(args.runs, args.out, metrics=metrics, log_y=not args.linear, title=args.title)

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from dlmkit.config import load_config
+from dlmkit.engine.config import load_config
 from dlmkit.io import write_text
 from dlmkit.methods.base import get_method_class
-from dlmkit.train.curves import plot_runs
-from dlmkit.train.distributed import DistInfo
-from dlmkit.train.loop import prepare_tokenizer, say, train
+from dlmkit.engine.curves import plot_runs
+from dlmkit.engine.distributed import DistInfo
+from dlmkit.engine.loop import prepare_tokenizer, say, train
 
 # Small enough that the four kinds train in about 3 minutes together on a 2-core CPU (one thread).
 QUICK_OVERRIDES = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dlmkit.cli import main
-from dlmkit.config import load_config
+from dlmkit.engine.config import load_config
 
 TINY = [
     "model.n_layers=1",
@@ -28,7 +28,7 @@ TINY = [
 
 
 def _train(out: Path, data: Path, kind: str, steps: int) -> Path:
-    from dlmkit.train.loop import train
+    from dlmkit.engine.loop import train
 
     train(load_config("tiny", [*TINY, f"model.kind={kind}", f"data.train={data}", f"out_dir={out}", f"train.steps={steps}"]), progress=False)
     return out
@@ -102,8 +102,8 @@ def test_cli_hf_teacher_folder(setup, capsys):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from dlmkit.distill.teachers import load_teacher
-    from dlmkit.train.checkpoint import resolve_model_folder
+    from dlmkit.hub.teachers import load_teacher
+    from dlmkit.hub.checkpoint import resolve_model_folder
 
     root, text, _, teacher = setup
     folder = root / "gpt2-tiny"

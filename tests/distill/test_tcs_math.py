@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlmkit.distill.tcs import TCSLoss, estimate_target
-from dlmkit.distill.teachers import Teacher
+from dlmkit.recipes.tcs import TCSLoss, estimate_target
+from dlmkit.hub.teachers import Teacher
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Specials
 from dlmkit.methods.mdlm import MaskedDiffusion
@@ -77,8 +77,8 @@ def test_exact_topk_left_match_brute_force(which):
         teacher, *_ = markov_teacher()
         n_real, vocab, length = N_REAL, N_REAL + 1, LENGTH
     else:  # a random tiny dlmkit AR transformer: real tokens 0..4, mask 5
-        from dlmkit.models.model import DlmModel
-        from dlmkit.models.transformer import BackboneConfig
+        from dlmkit.hub.model import DlmModel
+        from dlmkit.networks.transformer import BackboneConfig
 
         torch.manual_seed(0)
         n_real, vocab, length = 5, 6, 3

@@ -15,8 +15,8 @@ def pair_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def teacher_run(tmp_path_factory, pair_file) -> Path:
     """A tiny diffuseq teacher trained 10 steps (seconds on a CPU)."""
-    from dlmkit.config import load_config
-    from dlmkit.train.loop import train
+    from dlmkit.engine.config import load_config
+    from dlmkit.engine.loop import train
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     cfg = load_config("diffuseq-tiny", [*TINY, f"data.train={pair_file}", f"out_dir={out}", "train.steps=10"])

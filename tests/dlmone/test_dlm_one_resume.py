@@ -27,8 +27,8 @@ SETS = ["batch_size=4", "eval_n=8", "log_every=1", "eval_every=2", "save_every=1
 @pytest.fixture(scope="module")
 def dropout_teacher(tmp_path_factory, pair_file) -> Path:
     """A tiny diffuseq teacher with dropout 0.1 (its students inherit it)."""
-    from dlmkit.config import load_config
-    from dlmkit.train.loop import train
+    from dlmkit.engine.config import load_config
+    from dlmkit.engine.loop import train
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     cfg = load_config("diffuseq-tiny", [*TINY, f"data.train={pair_file}", f"out_dir={out}", "train.steps=6", "model.dropout=0.1"])
@@ -121,7 +121,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(dropout_teach
 def test_metrics_of_a_killed_stage_are_cut_back(tmp_path):
     """Resume cuts the stage's lines after the checkpoint (all of them when there is none) and a
     half-written last line; the other stage's lines stay."""
-    from dlmkit.distill.dlm_one import _truncate_metrics_stage
+    from dlmkit.recipes.dlm_one import _truncate_metrics_stage
 
     path = tmp_path / "metrics.jsonl"
     lines = ['{"stage": 1, "step": 0}', '{"stage": 1, "step": 4}', '{"stage": 2, "step": 0}', '{"stage": 2, "step": 1}']

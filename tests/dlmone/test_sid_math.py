@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dlmkit.diffusion.gaussian import GaussianDiffusion
-from dlmkit.distill import sid
+from dlmkit.diffusion import sid
 
 torch.set_num_threads(1)
 

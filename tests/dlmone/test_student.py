@@ -8,11 +8,11 @@ import torch
 
 from dlmkit.cli import main
 from dlmkit.data.seq2seq_blocks import target_mask
-from dlmkit.distill import sid
-from dlmkit.distill.dlm_one import DistillConfig, DLMOneDistiller, apply_overrides
+from dlmkit.diffusion import sid
+from dlmkit.recipes.dlm_one import DistillConfig, DLMOneDistiller, apply_overrides
 from dlmkit.methods.diffuseq import DiffuSeqNet
 from dlmkit.methods.dlm_one import OneStepSampler, one_step
-from dlmkit.models.transformer import BackboneConfig
+from dlmkit.networks.transformer import BackboneConfig
 from dlmkit.sampling.continuous import Seq2SeqSampler
 from dlmkit.diffusion.gaussian import GaussianDiffusion
 

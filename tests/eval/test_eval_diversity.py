@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dlmkit.eval.diversity import (
+from dlmkit.eval.metrics.diversity import (
     dist_n,
     div_n,
     diversity_stats,

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 require("mauve")
 
 from dlmkit.errors import DlmError  # noqa: E402
-from dlmkit.eval.mauve_score import extract_features, mauve, mauve_over_seeds  # noqa: E402
+from dlmkit.eval.metrics.mauve import extract_features, mauve, mauve_over_seeds  # noqa: E402
 
 FAST = dict(num_buckets=5, kmeans_num_redo=1, kmeans_max_iter=50)
 

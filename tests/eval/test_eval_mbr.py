@@ -6,7 +6,7 @@ require("nltk")
 
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu  # noqa: E402
 
-from dlmkit.eval.mbr import mbr_decode, mbr_select  # noqa: E402
+from dlmkit.eval.metrics.mbr import mbr_decode, mbr_select  # noqa: E402
 
 CANDIDATES = [
     "dogs bark loudly at night near the river",

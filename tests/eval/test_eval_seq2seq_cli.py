@@ -13,8 +13,8 @@ for _extra in ("nltk", "rouge_score"):
 
 from dlmkit.cli import main  # noqa: E402
 from dlmkit.errors import DlmError  # noqa: E402
-from dlmkit.eval import seq2seq_metrics as sm  # noqa: E402
-from dlmkit.eval.seq2seq_cli import read_output_file, resolve_bertscore, run_eval  # noqa: E402
+from dlmkit.eval.metrics import seq2seq as sm  # noqa: E402
+from dlmkit.eval.tasks.seq2seq import read_output_file, resolve_bertscore, run_eval  # noqa: E402
 
 ROWS = [("how do i cook rice", "how to cook rice"), ("why is the sky blue", "what makes the sky blue"),
         ("who wrote hamlet", "who is the author of hamlet")]
@@ -81,7 +81,7 @@ def test_folder_of_seed_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| seed2.json |" in out and "MBR choice:" in out
     res = run_eval(str(folder), mbr=True, bertscore_model="none")
-    from dlmkit.eval.mbr import mbr_decode
+    from dlmkit.eval.metrics.mbr import mbr_decode
 
     assert res["mbr_metrics"]["bleu"] == pytest.approx(sm.bleu(mbr_decode(cands), refs))
 
@@ -111,7 +111,7 @@ def test_bertscore_default_skip_reasons(monkeypatch, tmp_path, capsys):
     assert "note: BERTScore skipped: turned off" in capsys.readouterr().err
     if resolve_bertscore(None)[0] is None:
         pytest.skip("bert-score or the default model is not installed")
-    import dlmkit.eval.bertscore as bs
+    import dlmkit.eval.metrics.bertscore as bs
 
     def missing():
         raise DlmError("not installed")

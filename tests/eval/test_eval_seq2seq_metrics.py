@@ -15,7 +15,7 @@ from nltk.translate.bleu_score import SmoothingFunction  # noqa: E402
 from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu  # noqa: E402
 
 from dlmkit.errors import DlmError  # noqa: E402
-from dlmkit.eval import seq2seq_metrics as sm  # noqa: E402
+from dlmkit.eval.metrics import seq2seq as sm  # noqa: E402
 
 HYP = "the cat sat on the mat"
 REF = "the cat sat on the mat today"

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import diffuseq_bench as DB  # noqa: E402
 import seq2seq_rescore as R  # noqa: E402
 
-from dlmkit.eval import seq2seq_metrics as sm  # noqa: E402
-from dlmkit.eval.mbr import mbr_decode  # noqa: E402
+from dlmkit.eval.metrics import seq2seq as sm  # noqa: E402
+from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
 
 SOURCES = ["how do i cook rice", "why is the sky blue", "who wrote hamlet"]
 REFS = ["how to cook rice", "what makes the sky blue", "who is the author of hamlet"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dlmkit.config import load_config
+from dlmkit.engine.config import load_config
 
 TINY = [
     "model.n_layers=2",
@@ -28,7 +28,7 @@ SKY = "the colour of the sky is blue. "
 
 
 def train_tiny(out: Path, data: Path, kind: str, steps: int, *extra: str) -> Path:
-    from dlmkit.train.loop import train
+    from dlmkit.engine.loop import train
 
     train(load_config("tiny", [*TINY, f"model.kind={kind}", f"data.train={data}", f"out_dir={out}", f"train.steps={steps}", *extra]), progress=False)
     return out
@@ -69,7 +69,7 @@ def gpt2_judge(ar_run, tmp_path_factory) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from dlmkit.train.checkpoint import resolve_model_folder
+    from dlmkit.hub.checkpoint import resolve_model_folder
 
     folder = tmp_path_factory.mktemp("judge") / "gpt2-tiny"
     tok = PreTrainedTokenizerFast(tokenizer_file=str(resolve_model_folder(ar_run) / "tokenizer.json"),

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.diversity import diversity_stats
-from dlmkit.eval.genppl import generative_perplexity
+from dlmkit.eval.metrics.diversity import diversity_stats
+from dlmkit.eval.tasks.genppl import generative_perplexity
 
 
 def judge_loss_direct(folder, texts):

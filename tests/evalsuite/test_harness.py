@@ -7,8 +7,8 @@ import pytest
 from readme_packages import require  # README-installed: fail, never skip
 import torch
 
-from dlmkit.eval.harness import TASKS_DIR, DlmkitScorer, _localise_tasks
-from dlmkit.train.checkpoint import load_model
+from dlmkit.eval.tasks.harness import TASKS_DIR, DlmkitScorer, _localise_tasks
+from dlmkit.hub.checkpoint import load_model
 
 
 def scorer(run, **kw):
@@ -33,7 +33,7 @@ def test_sky_is_blue_for_masked_diffusion(sky_mdlm):
 
 def test_sky_task_through_lm_eval(sky_ar, tmp_path):
     require("lm_eval")
-    from dlmkit.eval.harness import run_harness
+    from dlmkit.eval.tasks.harness import run_harness
 
     (tmp_path / "data").mkdir()
     rows = [{"question": "the colour of the sky is", "choices": [" blue", " green"] if i % 2 else [" green", " blue"], "label": 1 - i % 2} for i in range(4)]
@@ -129,12 +129,12 @@ def test_shipped_tasks_load_from_any_cwd(tmp_path, monkeypatch):
     a user's task with relative data_files is made absolute by _localise_tasks."""
     import yaml
 
-    from dlmkit.eval.harness import shipped_dataset
+    from dlmkit.eval.tasks.harness import shipped_dataset
 
     monkeypatch.chdir(tmp_path)
     for name in ("dlm_cloze", "dlm_choice"):
         text = (TASKS_DIR / f"{name}.yaml").read_text()
-        assert "custom_dataset: !function dlmkit.eval.harness.shipped_dataset" in text
+        assert "custom_dataset: !function dlmkit.eval.tasks.harness.shipped_dataset" in text
         assert len(shipped_dataset(f"{name}.jsonl", version=1.0)["test"]) == 50
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "t.yaml").write_text("task: t\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: d.jsonl\n")

@@ -55,7 +55,7 @@ def test_hidden_features_shapes_and_padding(gpt2_judge):
 
 
 def test_dlmkit_ar_judge_equals_method_nll(ar_run):
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.hub.checkpoint import load_model
 
     judge = load_judge(str(ar_run), "cpu")
     assert isinstance(judge, DlmJudge)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.latency import latency_benchmark, plot_latency
+from dlmkit.eval.tasks.latency import latency_benchmark, plot_latency
 from dlmkit.eval.report import collect, write_report
 
 

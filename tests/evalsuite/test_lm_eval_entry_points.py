@@ -1,5 +1,5 @@
 """lm-eval driven by the researcher, not by `dlm eval harness`: simple_evaluate with the shipped
-tasks, lm-eval's own `lm_eval` command and `python -m dlmkit.eval.harness`, from another folder."""
+tasks, lm-eval's own `lm_eval` command and `python -m dlmkit.eval.tasks.harness`, from another folder."""
 
 import json
 import os
@@ -22,7 +22,7 @@ def test_simple_evaluate_with_shipped_tasks_from_any_cwd(sky_ar, tmp_path, monke
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from dlmkit.eval.harness import TASKS_DIR, DlmkitLM
+    from dlmkit.eval.tasks.harness import TASKS_DIR, DlmkitLM
 
     monkeypatch.chdir(tmp_path)  # the task files' data must not be looked up here
     lm = DlmkitLM(pretrained=str(sky_ar))
@@ -41,7 +41,7 @@ def _lm_eval_json(out_dir):
 
 def test_lm_eval_command_with_shipped_task_file(sky_ar, tmp_path):
     """Stock `lm_eval --model dlmkit`: naming the shipped task file imports dlmkit's registration."""
-    from dlmkit.eval.harness import TASKS_DIR
+    from dlmkit.eval.tasks.harness import TASKS_DIR
 
     lm_eval_bin = os.path.join(os.path.dirname(sys.executable), "lm_eval")
     cmd = [lm_eval_bin] if os.path.exists(lm_eval_bin) else [sys.executable, "-m", "lm_eval"]
@@ -53,7 +53,7 @@ def test_lm_eval_command_with_shipped_task_file(sky_ar, tmp_path):
 
 
 def test_module_cli_finds_shipped_and_own_tasks_by_name(sky_ar, tmp_path):
-    """`python -m dlmkit.eval.harness run`: shipped tasks by name, beside the user's --include_path
+    """`python -m dlmkit.eval.tasks.harness run`: shipped tasks by name, beside the user's --include_path
     (whose relative data_files are made absolute)."""
     mine = tmp_path / "mine"
     (mine / "data").mkdir(parents=True)
@@ -63,7 +63,7 @@ def test_module_cli_finds_shipped_and_own_tasks_by_name(sky_ar, tmp_path):
                                    "metric_list:\n  - metric: acc\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    out = subprocess.run([sys.executable, "-m", "dlmkit.eval.harness", "run", "--model", "dlmkit", "--model_args", f"pretrained={sky_ar}",
+    out = subprocess.run([sys.executable, "-m", "dlmkit.eval.tasks.harness", "run", "--model", "dlmkit", "--model_args", f"pretrained={sky_ar}",
                           "--tasks", "dlm_cloze,sky_cloze", "--include_path", str(mine), "--limit", "2", "--output_path", str(tmp_path / "out")],
                          cwd=elsewhere, capture_output=True, text=True, timeout=600, env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
@@ -73,9 +73,9 @@ def test_module_cli_finds_shipped_and_own_tasks_by_name(sky_ar, tmp_path):
 
 
 def test_tasks_dir_is_printed(tmp_path):
-    from dlmkit.eval.harness import TASKS_DIR
+    from dlmkit.eval.tasks.harness import TASKS_DIR
 
-    out = subprocess.run([sys.executable, "-m", "dlmkit.eval.harness", "tasks-dir"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "dlmkit.eval.tasks.harness", "tasks-dir"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == str(TASKS_DIR)
     assert (TASKS_DIR / "dlm_cloze.yaml").is_file()
 

@@ -8,14 +8,14 @@ require("mauve")
 
 from dlmkit.errors import DlmError  # noqa: E402
 from dlmkit.eval.judges import load_judge  # noqa: E402
-from dlmkit.eval.mauve_eval import Featurizer, mauve_eval, split_prompts  # noqa: E402
-from dlmkit.eval.mauve_score import mauve  # noqa: E402
+from dlmkit.eval.tasks.mauve import Featurizer, mauve_eval, split_prompts  # noqa: E402
+from dlmkit.eval.metrics.mauve import mauve  # noqa: E402
 
 FAST = dict(num_buckets=4, kmeans_num_redo=1, kmeans_max_iter=50)
 
 
 def test_split_prompts_counts_short_documents(ar_run):
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.hub.checkpoint import load_model
 
     _, tok = load_model(ar_run)
     docs = ["short", "a much longer document with many words in it for sure " * 3, "tiny"]
@@ -46,12 +46,12 @@ def test_mauve_eval_end_to_end_ar(ar_run, gpt2_judge, webtext):
 def test_mauve_eval_diffusion_prefix_condition(diffusion_runs, gpt2_judge, webtext):
     if not diffusion_runs:
         pytest.skip("no diffusion kind registered yet")
-    from dlmkit.eval.mauve_eval import continue_prompts
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.eval.tasks.mauve import continue_prompts
+    from dlmkit.hub.checkpoint import load_model
 
     import torch
 
-    from dlmkit.eval.mauve_eval import PrefixRows
+    from dlmkit.eval.tasks.mauve import PrefixRows
 
     for run in diffusion_runs.values():  # every sampler honours one prefix per row
         model, _ = load_model(run)

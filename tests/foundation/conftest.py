@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dlmkit.config import RunConfig, load_config
+from dlmkit.engine.config import RunConfig, load_config
 
 TINY = [
     "model.n_layers=2",

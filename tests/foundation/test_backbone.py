@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dlmkit.models.transformer import BackboneConfig, Transformer
+from dlmkit.networks.transformer import BackboneConfig, Transformer
 from dlmkit.sampling.autoregressive import generate
 from dlmkit.sampling.categorical import sample_categorical, top_k_top_p
 

@@ -190,9 +190,9 @@ def test_output_paths_are_checked_before_the_work(places, capsys, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the work started before the output path was checked")
 
-    monkeypatch.setattr("dlmkit.sampling.api.sample_texts", never)
-    monkeypatch.setattr("dlmkit.sampling.seq2seq_api.sample_seq2seq", never)
-    monkeypatch.setattr("dlmkit.eval.latency.latency_benchmark", never)
+    monkeypatch.setattr("dlmkit.generate.text.sample_texts", never)
+    monkeypatch.setattr("dlmkit.generate.seq2seq.sample_seq2seq", never)
+    monkeypatch.setattr("dlmkit.eval.tasks.latency.latency_benchmark", never)
     for argv in (["sample", places["RUN"], "--out", f"{places['RO']}/x/s.txt"],
                  ["sample", places["RUN"], "--src-file", places["FILE"], "--out", f"{places['RO']}/s.jsonl"],
                  ["bench", "latency", places["RUN"], "--plot", f"{places['RO']}/f.png"]):
@@ -204,7 +204,7 @@ def test_unexpected_exception_is_one_line_and_debug_shows_the_traceback(places, 
     def broken(*args, **kwargs):
         raise RuntimeError("something broke\nin two lines")
 
-    monkeypatch.setattr("dlmkit.sampling.api.sample_texts", broken)
+    monkeypatch.setattr("dlmkit.generate.text.sample_texts", broken)
     assert main(["sample", places["RUN"], "--n", "1"]) == 1
     err = capsys.readouterr().err
     assert_one_line_error(err, "RuntimeError: something broke in two lines")
@@ -217,7 +217,7 @@ def test_unexpected_exception_is_one_line_and_debug_shows_the_traceback(places, 
 def test_disk_full_while_writing_a_checkpoint(corpus, tiny_overrides, tmp_path, capsys, monkeypatch):
     """ENOSPC inside the second checkpoint write (as safetensors reports it): one-line error, exit 2,
     the first checkpoint intact and loadable, no temporary folder left behind."""
-    import dlmkit.train.checkpoint as ckpt
+    import dlmkit.hub.checkpoint as ckpt
 
     run = tmp_path / "run"
     first = run / "checkpoints" / "step_0000004"

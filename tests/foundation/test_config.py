@@ -1,6 +1,6 @@
 import pytest
 
-from dlmkit.config import apply_override, dump_yaml, load_config, preset_names
+from dlmkit.engine.config import apply_override, dump_yaml, load_config, preset_names
 from dlmkit.errors import DlmError
 
 

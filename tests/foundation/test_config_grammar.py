@@ -4,7 +4,7 @@ never a folder literally named '${model.kind}'."""
 import pytest
 
 from dlmkit.cli import main
-from dlmkit.config import load_config
+from dlmkit.engine.config import load_config
 from dlmkit.errors import DlmError
 
 

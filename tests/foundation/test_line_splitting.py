@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from dlmkit.eval.mauve_eval import read_documents
-from dlmkit.eval.seq2seq_metrics import read_diffuseq_jsonl, read_lines
+from dlmkit.eval.tasks.mauve import read_documents
+from dlmkit.eval.metrics.seq2seq import read_diffuseq_jsonl, read_lines
 from dlmkit.io import jsonl_records, split_lines
 
 ODD = ["a\u2028b", "c\u0085d", "e\x0cf", "g\x0bh", "i\x1cj", "k\u2029l"]

@@ -9,7 +9,7 @@ from readme_packages import require  # README-installed: fail, never skip
 
 from dlmkit.cli import main
 from dlmkit.errors import DlmError
-from dlmkit.train.loop import train
+from dlmkit.engine.loop import train
 
 
 def _records(run):
@@ -86,7 +86,7 @@ def test_log_ticks_are_plain_numbers():
 
 def test_latency_plot_ticks_are_plain(tmp_path, monkeypatch):
     """The latency figure once read '2x10^0' on its axes."""
-    from dlmkit.eval import latency
+    from dlmkit.eval.tasks import latency
     from dlmkit.plotting import pyplot
 
     plt = pyplot()

@@ -23,10 +23,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from dlmkit.cli import main
-from dlmkit.config import dump_yaml, load_config
+from dlmkit.engine.config import dump_yaml, load_config
 from dlmkit.errors import DlmError
-from dlmkit.train import checkpoint as ckpt
-from dlmkit.train.loop import Trainer, lr_factor, resume_config, train
+from dlmkit.hub import checkpoint as ckpt
+from dlmkit.engine.loop import Trainer, lr_factor, resume_config, train
 
 
 TIMING = {"tokens_per_s", "teacher_s", "teacher_share"}  # wall-clock figures: the only fields allowed to differ
@@ -172,7 +172,7 @@ def test_metrics_with_a_torn_last_line_resume(tiny_cfg):
 
 
 def test_dlm_one_metrics_truncation_tolerates_a_torn_line(tmp_path):
-    from dlmkit.distill.dlm_one import _truncate_metrics_stage
+    from dlmkit.recipes.dlm_one import _truncate_metrics_stage
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"stage": 1, "step": 0}, {"stage": 1, "step": 2}, {"stage": 1, "step": 4}, {"stage": 2, "step": 0}]
@@ -361,7 +361,7 @@ def test_validation_loss_is_the_same_under_one_and_two_processes(tiny_cfg, tmp_p
 KILLER = r"""
 import os, signal, sys
 from pathlib import Path
-from dlmkit.train import checkpoint as ckpt
+from dlmkit.hub import checkpoint as ckpt
 
 point, target = sys.argv[1], sys.argv[2]
 
@@ -432,7 +432,7 @@ def _recipe(name: str, tmp_path: Path, corpus: Path, TINY: list[str]) -> tuple[l
     if name == "tcs":
         teacher = tmp_path / "teacher"
         train(load_config("tiny", [*TINY, f"data.train={corpus}", f"out_dir={teacher}", "train.steps=2"]), progress=False)
-        from dlmkit.distill.tcs import distill_tcs
+        from dlmkit.recipes.tcs import distill_tcs
 
         args = ["--teacher", str(teacher), "--student", "tiny", "--data", str(corpus), "--top-k", "2", *TINY, *LM]
         ref = tmp_path / "ref"

@@ -66,8 +66,8 @@ def test_kinds_sample_and_score_with_a_bf16_network(kind):
     """The CUDA path, on the CPU's autocast: the network's matmuls in bf16, sampling and the likelihood
     still work (in float32/float64) from its output."""
     from dlmkit.methods.base import Specials
-    from dlmkit.models.model import DlmModel
-    from dlmkit.models.transformer import BackboneConfig
+    from dlmkit.hub.model import DlmModel
+    from dlmkit.networks.transformer import BackboneConfig
 
     torch.manual_seed(0)
     model = DlmModel.build(kind, BackboneConfig(vocab_size=40, n_layers=1, d_model=32, n_heads=2, d_cond=16, seq_len=8),

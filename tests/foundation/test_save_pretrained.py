@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dlmkit.errors import DlmError
-from dlmkit.models.model import DlmModel
-from dlmkit.train.checkpoint import load_model
-from dlmkit.train.loop import train
+from dlmkit.hub.model import DlmModel
+from dlmkit.hub.checkpoint import load_model
+from dlmkit.engine.loop import train
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from dlmkit.config import dump_yaml
+from dlmkit.engine.config import dump_yaml
 from dlmkit.errors import DlmError
-from dlmkit.train.checkpoint import load_model, step_folders
-from dlmkit.train.loop import resume_config, train
+from dlmkit.hub.checkpoint import load_model, step_folders
+from dlmkit.engine.loop import resume_config, train
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:

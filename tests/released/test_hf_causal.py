@@ -23,9 +23,9 @@ def _run(argv):
 def test_hf_gpt2_nll_is_exact_and_cache_sampling_matches(gpt2_hf):
     from transformers import AutoModelForCausalLM
 
-    from dlmkit.models.hf_causal import HFCausalModel
+    from dlmkit.networks.hf_causal import HFCausalModel
     from dlmkit.sampling.autoregressive import generate
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.hub.checkpoint import load_model
 
     model, tok = load_model(gpt2_hf)
     assert isinstance(model, HFCausalModel) and model.kind == "ar" and model.seq_len == 64
@@ -67,7 +67,7 @@ def test_gguf_paths_go_through_the_judges_loader(gpt2_hf, tmp_path, monkeypatch)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import dlmkit.eval.judges as judges
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.hub.checkpoint import load_model
 
     calls = []
 

@@ -36,7 +36,7 @@ def test_target_mask_after_first_sep():
 
 
 def test_prepare_seq2seq_holds_out_and_reports(tmp_path, pair_file, pairs, capsys):
-    from dlmkit.config import load_config
+    from dlmkit.engine.config import load_config
     from dlmkit.data.tokenizer import train_bpe
 
     tok = train_bpe([s + " " + t for s, t in pairs], 300)
@@ -54,7 +54,7 @@ def test_prepare_seq2seq_holds_out_and_reports(tmp_path, pair_file, pairs, capsy
 
 
 def test_missing_and_empty_files(tmp_path):
-    from dlmkit.config import load_config
+    from dlmkit.engine.config import load_config
 
     cfg = load_config("diffuseq-tiny", [f"data.train={tmp_path / 'nope.jsonl'}"])
     with pytest.raises(DlmError, match="not found"):

@@ -5,8 +5,8 @@ import torch
 
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Specials, get_method_class
-from dlmkit.models.model import DlmModel
-from dlmkit.models.transformer import BackboneConfig
+from dlmkit.hub.model import DlmModel
+from dlmkit.networks.transformer import BackboneConfig
 from dlmkit.sampling.continuous import Seq2SeqSampler
 
 SP = Specials(eos=2, pad=0, mask=3, sep=1)

@@ -24,7 +24,7 @@ def test_loss_decreases_through_the_training_loop(trained_run):
 
 
 def test_checkpoint_round_trip(trained_run):
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.hub.checkpoint import load_model
 
     run, _ = trained_run
     model, tok = load_model(run)
@@ -104,9 +104,9 @@ def test_ar_baseline_generates_after_the_source(tmp_path):
     """The AR path of the seq2seq API: prompt eos+src+sep, generation stops at eos."""
     from dlmkit.data.tokenizer import train_bpe
     from dlmkit.methods.base import Specials
-    from dlmkit.models.model import DlmModel
-    from dlmkit.models.transformer import BackboneConfig
-    from dlmkit.sampling.seq2seq_api import generate_targets
+    from dlmkit.hub.model import DlmModel
+    from dlmkit.networks.transformer import BackboneConfig
+    from dlmkit.generate.seq2seq import generate_targets
 
     tok = train_bpe(["how do i cook rice", "why is the sky blue"], 280)
     sp = Specials(eos=tok.eos_id, pad=tok.pad_id, mask=tok.mask_id, sep=tok.sep_id)

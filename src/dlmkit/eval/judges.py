@@ -58,7 +58,7 @@ class JudgeScores:
         ``ppl`` = exp(sum of NLLs / sum of tokens); ``ppl_seq_mean`` = mean over texts of
         exp(text NLL / text tokens) (texts with no token are left out of it).
         """
-        from dlmkit.eval.perplexity import aggregate
+        from dlmkit.eval.tasks.perplexity import aggregate
 
         keep = self.tokens > 0
         if not keep.any():
@@ -299,7 +299,7 @@ def load_judge(spec: str, device: str | torch.device | None = None, *, cache: bo
 
     Never downloads: a name that is none of these is a :class:`DlmError`.
     """
-    from dlmkit.eval.perplexity import resolve_device
+    from dlmkit.eval.tasks.perplexity import resolve_device
 
     dev = resolve_device(str(device) if device is not None else None)
     if spec.lower() in (SMOLLM2, "smollm2-135m"):
@@ -335,7 +335,7 @@ def load_judge(spec: str, device: str | torch.device | None = None, *, cache: bo
     if ggufs and not config.is_file():
         model, tok = _load_gguf(ggufs[0], dev, cache)
         return HFJudge(model, tok, ggufs[0].name, dev, {"judge_kind": "hf-gguf", "judge_path": str(ggufs[0])})
-    from dlmkit.train.checkpoint import load_model
+    from dlmkit.hub.checkpoint import load_model
 
     model, tok = load_model(path, dev)
     return DlmJudge(model, tok, path.name, dev)

@@ -143,10 +143,10 @@ def render_mauve_table(entries: list[dict[str, Any]]) -> str:
 
 def write_report(results: Sequence[str | Path | dict[str, Any]], out: str | Path, *, title: str = "dlmkit evaluation report", notes: str = "") -> dict[str, Any]:
     """Write ``out`` (markdown) and its PNG plots; returns the paths and what was found."""
-    from dlmkit.eval.genppl import render_gen_table
-    from dlmkit.eval.harness import render_harness_table
-    from dlmkit.eval.latency import plot_latency, render_latency_table
-    from dlmkit.eval.perplexity import render_table
+    from dlmkit.eval.tasks.genppl import render_gen_table
+    from dlmkit.eval.tasks.harness import render_harness_table
+    from dlmkit.eval.tasks.latency import plot_latency, render_latency_table
+    from dlmkit.eval.tasks.perplexity import render_table
 
     found = {k: [] for k in KEYS}
     for r in results:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from dlmkit.errors import DlmError
-from dlmkit.models.transformer import BackboneConfig, Transformer
+from dlmkit.networks.transformer import BackboneConfig, Transformer
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ rounding head is tied to the table (``logits = x @ E^T``). The loss is
 samplers are ``dlmkit.sampling.continuous`` (DDPM over all T steps, DDIM on K respaced steps).
 
 Options come from the run config's ``diffusion.continuous`` section
-(:class:`dlmkit.config.ContinuousConfig`), stored in the checkpoint's ``options["continuous"]``.
+(:class:`dlmkit.engine.config.ContinuousConfig`), stored in the checkpoint's ``options["continuous"]``.
 
 For distillation (DLM-One) the network is a small module with clear parts:
 ``net.word_emb`` (the ``nn.Embedding``), ``net.transformer`` (the shared backbone),
@@ -29,7 +29,7 @@ from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion.gaussian import GaussianDiffusion, get_time_sampler, training_losses
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, SampleOutput, register
-from dlmkit.models.transformer import BackboneConfig, Transformer
+from dlmkit.networks.transformer import BackboneConfig, Transformer
 from dlmkit.sampling.continuous import DDIMSampler, DDPMSampler, Seq2SeqSampler
 
 DEFAULTS: dict[str, Any] = {

@@ -11,7 +11,7 @@ Table 4): forward-diffuse the output to ``refine_t`` and apply the generator aga
 Options (the checkpoint's ``options["dlm_one"]``): ``t_init`` (default 1490 of 2000, scaled for
 other T), ``refine`` (k, default 0), ``refine_t`` (default ``t_init``). At sampling time
 ``sampler="one_step"`` or ``sampler="renoise-K"`` (k rounds), or ``refine=K``; ``steps`` is ignored.
-Training is ``dlm distill dlm-one`` (``dlmkit.distill.dlm_one``), not ``dlm train``.
+Training is ``dlm distill dlm-one`` (``dlmkit.recipes.dlm_one``), not ``dlm train``.
 """
 
 from __future__ import annotations

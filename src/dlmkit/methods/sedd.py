@@ -25,7 +25,7 @@ from dlmkit.diffusion.likelihood import score_nelbo
 from dlmkit.diffusion.score_entropy import dse_loss
 from dlmkit.methods.base import Method, SampleOutput, register
 from dlmkit.methods.discrete_common import as_cond, check_sampler, schedule_from_options, training_times
-from dlmkit.models.transformer import BackboneConfig, Transformer
+from dlmkit.networks.transformer import BackboneConfig, Transformer
 from dlmkit.sampling.discrete import PREDICTORS, sample_sedd
 
 SAMPLE_EPS = 1e-5  # the sampler's last time before the final denoising step

