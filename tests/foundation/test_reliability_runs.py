@@ -4,6 +4,7 @@ schedule, permissions, durability, corrupt newest checkpoints, and validation ac
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -334,8 +335,11 @@ def _eval_worker(rank: int, world: int, rendezvous: str, run: str, out: str, str
         trainer = Trainer(resume_config(run, [f"train.distributed={strategy}"]), resume=True, progress=False)
         value = trainer.evaluate()
         trainer.close()
+        del trainer  # its DDP / FSDP wrappers hold the group: freed at exit, after the peer left, gloo can hang
+        gc.collect()
         if rank == 0:
             Path(out).write_text(json.dumps(value))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
