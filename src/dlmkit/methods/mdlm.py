@@ -15,9 +15,10 @@ from torch import Tensor, nn
 
 from dlmkit.diffusion.likelihood import masked_count_nelbo, masked_nelbo
 from dlmkit.diffusion.masked import masked_loss, subs_log_probs, subs_masked_nll
+from dlmkit.diffusion.schedules import schedule_from_options
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, SampleOutput, register
-from dlmkit.methods.discrete_common import as_cond, check_sampler, schedule_from_options, training_times
+from dlmkit.methods.discrete_common import as_cond, check_sampler, training_times
 from dlmkit.sampling.discrete import sample_masked
 
 SAMPLERS = ("cached", "ancestral")

@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from dlmkit.diffusion.graphs import Absorbing, Graph, Uniform
 from dlmkit.diffusion.likelihood import score_nelbo
+from dlmkit.diffusion.schedules import schedule_from_options
 from dlmkit.diffusion.score_entropy import dse_loss
 from dlmkit.methods.base import Method, SampleOutput, register
-from dlmkit.methods.discrete_common import as_cond, check_sampler, schedule_from_options, training_times
+from dlmkit.methods.discrete_common import as_cond, check_sampler, training_times
 from dlmkit.networks.transformer import BackboneConfig, Transformer
 from dlmkit.sampling.discrete import PREDICTORS, sample_sedd
 
