@@ -20,8 +20,12 @@ from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, SampleOutput, register
 from dlmkit.methods.discrete_common import as_cond, check_sampler, training_times
 from dlmkit.sampling.discrete import sample_masked
+from dlmkit.sampling.masked_kernels import MASKED_KERNELS
 
-SAMPLERS = ("cached", "ancestral")
+
+def samplers() -> tuple[str, ...]:
+    """``cached`` (the ancestral kernel, network skipped while nothing changed) and every registered kernel."""
+    return ("cached",) + tuple(MASKED_KERNELS)
 
 
 @register
@@ -68,11 +72,16 @@ class MaskedDiffusion(Method):
 
     @torch.no_grad()
     def sample(self, net, batch, length, *, steps, generator, condition=None, **options: Any) -> SampleOutput:
-        """Ancestral sampling; ``sampler="cached"`` (default) skips the network while nothing changed."""
-        sampler = check_sampler(options.get("sampler") or self.options.get("sampler") or "cached", SAMPLERS, self.kind)
+        """Ancestral sampling; ``sampler="cached"`` (default) skips the network while nothing changed.
+
+        Any registered masked kernel (``ancestral``, ``confidence``, ...) runs by its name, uncached.
+        """
+        sampler = check_sampler(options.get("sampler") or self.options.get("sampler") or "cached", samplers(), self.kind)
+        kernel = "ancestral" if sampler == "cached" else sampler
         out = sample_masked(
             self.denoiser(net), self.mask_id, self.vocab_size, self.schedule, batch, length, steps,
-            generator=generator, condition=condition, cache=sampler == "cached",
+            generator=generator, condition=condition, kernel=kernel,
+            cache=sampler == "cached",
             temperature=options.get("temperature", 1.0), top_p=options.get("top_p", 1.0),
         )
         return SampleOutput(out.tokens, out.nfe)
