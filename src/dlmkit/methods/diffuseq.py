@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion.gaussian import GaussianDiffusion, get_time_sampler, training_losses
 from dlmkit.errors import DlmError
-from dlmkit.methods.base import Method, SampleOutput, register
+from dlmkit.methods.base import SOURCE_ROWS, Method, SampleOutput, register
 from dlmkit.networks.transformer import BackboneConfig, Transformer
 from dlmkit.sampling.continuous import DDIMSampler, DDPMSampler, Seq2SeqSampler
 
@@ -99,6 +99,10 @@ class DiffuSeq(Method):
     nll_is_bound = False
     data_format = "seq2seq"
     extra_options = ("sampler", "eta", "clamp_step", "decode")
+    # its objective (unweighted x0 MSE + rounding) is not a likelihood bound: no perplexity
+    has_likelihood = False
+    prompts = frozenset({SOURCE_ROWS})
+    instead = {"likelihood": "diffuseq has no likelihood: its loss is not an NLL bound; evaluate it with `dlm eval seq2seq` (BLEU, ROUGE-L, ...)"}
 
     def __init__(self, vocab_size: int, specials: Any, options: dict[str, Any] | None = None):
         super().__init__(vocab_size, specials, options)
@@ -171,11 +175,6 @@ class DiffuSeq(Method):
             self.time_sampler.load_state_dict(saved)
         except (KeyError, ValueError) as e:
             raise DlmError(f"the saved time sampler state does not fit t_sampler={self.opts['t_sampler']} ({e})") from None
-
-    def nll(self, net: nn.Module, x0: Tensor, *, generator: torch.Generator, n_samples: int = 1) -> tuple[Tensor, Tensor]:
-        """Not available: DiffuSeq's objective (unweighted x0 MSE + rounding) is not a likelihood
-        bound, so no perplexity is reported for this kind (raises DlmError)."""
-        raise DlmError("diffuseq has no likelihood: its loss is not an NLL bound; evaluate it with `dlm eval seq2seq` (BLEU, ROUGE-L, ...)")
 
     # ---- sampling ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ def samplers() -> tuple[str, ...]:
 class MaskedDiffusion(Method):
     kind = "mdlm"
     time_conditioned = False
+    has_denoiser = True
     extra_options = ("sampler", "temperature", "top_p")
 
     def __init__(self, vocab_size: int, specials: Any, options: dict[str, Any] | None = None):
@@ -46,6 +47,10 @@ class MaskedDiffusion(Method):
     def denoiser(self, net: nn.Module):
         """``denoise_fn(x_t, sigma)`` -> SUBS log p(x0 | x_t) [B, L, V]."""
         return lambda x_t, sigma: subs_log_probs(self.logits(net, x_t, sigma), x_t, self.mask_id)
+
+    def x0_log_probs(self, net: nn.Module, clean_mask: Tensor | None = None):
+        """The SUBS denoiser (clean positions are the unmasked ones, carried over)."""
+        return self.denoiser(net)
 
     def masked_nll(self, net: nn.Module):
         """``nll_fn(x_t, sigma, x0)``: the SUBS NLL summed over masked positions, scored on those rows alone."""
