@@ -148,9 +148,10 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def get_method_class(kind: str) -> type[Method]:
-    """The registered class for ``kind``; a clear error lists the known kinds."""
-    import dlmkit.methods  # noqa: F401  (registers the built-in kinds)
+    """The registered class for ``kind``; a clear error lists the known kinds.
 
+    The built-in kinds are registered by ``dlmkit/methods/__init__.py``, which Python runs before
+    this module can be imported."""
     try:
         return METHODS[kind]
     except KeyError:
