@@ -44,7 +44,7 @@ class SampleOutput:
 
 
 class Method(ABC):
-    """One model kind. Subclasses set the class attributes and implement the three operations."""
+    """One model kind. Subclasses set the class attributes and implement loss, sample and (with has_likelihood) nll."""
 
     kind: ClassVar[str]
     causal: ClassVar[bool] = False  # causal attention (AR) or bidirectional
