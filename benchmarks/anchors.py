@@ -171,7 +171,7 @@ def sedd(args: argparse.Namespace) -> list[dict[str, Any]]:
     from safetensors.torch import save_file
 
     from dlmkit.hub.released import load_released
-    from dlmkit.sampling.discrete import _sedd_step, get_predictor
+    from dlmkit.sampling.discrete import sedd_step, get_predictor
 
     if not args.sedd_repo:
         print("sedd: skipped (no --sedd-repo)")
@@ -213,7 +213,7 @@ def sedd(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ref_p = F.one_hot(x, VOCAB).to(score) + dt * rate[..., None] * graph.reverse_rate(x, score)
                 removed = float(dt * rate)
             ref_p = ref_p.double().clamp_min(0)
-            lib = _sedd_step(method.score_fn(net), method.graph, get_predictor(predictor), x, float(sigma), removed)
+            lib = sedd_step(method.score_fn(net), method.graph, get_predictor(predictor), x, float(sigma), removed)
             diffs[predictor] = float((ref_p / ref_p.sum(-1, keepdim=True) - lib / lib.sum(-1, keepdim=True)).abs().max())
 
         rows = []

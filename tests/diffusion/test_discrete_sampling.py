@@ -11,10 +11,10 @@ from dlmkit.diffusion.graphs import Absorbing, Uniform
 from dlmkit.diffusion.masked import ancestral_probs
 from dlmkit.diffusion.schedules import Geometric, LogLinear
 from dlmkit.errors import DlmError
+from dlmkit.sampling.categorical import adjust_log_probs
 from dlmkit.sampling.conditioning import Condition, exact_conditional
 from dlmkit.sampling.discrete import (
-    adjust_log_probs, euler_probs, masked_output_distribution, sample_masked, sample_sedd,
-    sedd_output_distribution,
+    euler_probs, masked_output_distribution, sample_masked, sample_sedd, sedd_output_distribution,
 )
 
 D = torch.float64
@@ -109,10 +109,10 @@ def test_sedd_euler_is_closer_to_the_data_than_the_sigma_bar_increment_step(monk
     for kind in SETUPS:
         toy, graph, schedule = SETUPS[kind]
         sedd = tv(sedd_output_distribution(toy.score_fn, graph, schedule, 3, 8, predictor="euler", eps=EPS), toy.data)
-        plan = discrete._sedd_plan
-        monkeypatch.setattr(discrete, "_sedd_plan", lambda sch, n, e, pred: plan(sch, n, e, "analytic"))
+        plan = discrete.sedd_plan
+        monkeypatch.setattr(discrete, "sedd_plan", lambda sch, n, e, pred: plan(sch, n, e, "analytic"))
         increment = tv(sedd_output_distribution(toy.score_fn, graph, schedule, 3, 8, predictor="euler", eps=EPS), toy.data)
-        monkeypatch.setattr(discrete, "_sedd_plan", plan)
+        monkeypatch.setattr(discrete, "sedd_plan", plan)
         assert sedd < increment - 0.005, (kind, sedd, increment)
 
 

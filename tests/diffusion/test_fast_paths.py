@@ -9,7 +9,7 @@ from dlmkit.diffusion.masked import masked_nll_terms, subs_log_probs, subs_maske
 from dlmkit.methods.ar import AutoRegressive
 from dlmkit.methods.base import Specials
 from dlmkit.methods.mdlm import MaskedDiffusion
-from dlmkit.sampling.discrete import _sedd_step, get_predictor
+from dlmkit.sampling.discrete import sedd_step, get_predictor
 from dlmkit.sampling.sedd_moves import move_scale, move_kernel
 
 V, MASK = 11, 10
@@ -69,7 +69,7 @@ def test_row_moves_have_the_step_probabilities(graph, step, dtype):
     log_score = (torch.randn(3, 20, 7, generator=g, dtype=torch.float64) * 2 - 1).scatter(-1, x.unsqueeze(-1), 0.0)
     predictor = "euler" if step == "euler" else "analytic"
     sigma, dsigma = 0.9, (None if step == "denoise" else 0.3)
-    probs = _sedd_step(lambda x_, s_: log_score, graph, get_predictor(predictor), x, sigma, dsigma)
+    probs = sedd_step(lambda x_, s_: log_score, graph, get_predictor(predictor), x, sigma, dsigma)
     probs = probs / probs.sum(-1, keepdim=True)
     rows, q, stay = move_kernel(graph, x, log_score.to(dtype), predictor, sigma, dsigma)
     move = move_scale(graph, predictor, sigma, dsigma) * q.double().sum(-1)

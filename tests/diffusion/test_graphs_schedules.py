@@ -29,7 +29,7 @@ def test_schedule_values_and_registry():
     assert float(g.total(torch.tensor(0.0, dtype=D))) == pytest.approx(1e-3)
     assert float(g.total(torch.tensor(1.0, dtype=D))) == pytest.approx(5.0)
     with pytest.raises(DlmError):
-        get_schedule("cosine")
+        get_schedule("no-such-schedule")  # (was "cosine", now a registered schedule)
     with pytest.raises(DlmError):
         get_schedule("loglinear", sigma_max=3.0)
 

@@ -23,7 +23,7 @@ def _run(argv):
 def test_hf_gpt2_nll_is_exact_and_cache_sampling_matches(gpt2_hf):
     from transformers import AutoModelForCausalLM
 
-    from dlmkit.networks.hf_causal import HFCausalModel
+    from dlmkit.hub.hf import HFCausalModel
     from dlmkit.sampling.autoregressive import generate
     from dlmkit.hub.checkpoint import load_model
 

@@ -27,6 +27,7 @@ import torch
 
 from dlmkit.data.seq2seq import load_pairs
 from dlmkit.errors import DlmError
+from dlmkit.io import write_json
 
 
 @dataclass
@@ -211,8 +212,6 @@ def prepare_seq2seq(cfg: Any, tokenizer: Any, *, report: bool = True) -> tuple[S
             print(f"seq2seq {name} data: {line}", file=sys.stderr)
         out = Path(cfg.out_dir)
         if out.is_dir():
-            from dlmkit.io import write_json
-
             write_json(out / "seq2seq_data.json", {"train": asdict(train.stats),
                                                    "valid": asdict(valid.stats) if valid is not train else None,
                                                    "n_train_rows": len(train.train), "n_valid_rows": len(order)})

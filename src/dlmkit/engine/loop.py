@@ -225,6 +225,7 @@ class Trainer:
         self.model = start[0] if start is not None else build_model(cfg, self.tokenizer)
         self.model.to(self.info.device).train()
         self.method = self.model.method
+        self.method.require("training")
         self.sharded = self.info.world > 1 and cfg.train.distributed == "fsdp"
         self.net = self._wrap(self.model.net)
         decay = [p for n, p in self.model.net.named_parameters() if p.ndim >= 2 and "embed" not in n]

@@ -274,13 +274,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
     a released SEDD / MDLM folder (converted in memory, see :mod:`dlmkit.hub.released`), a
     Hugging Face causal-LM folder, a ``.gguf`` file or a folder holding one (an ``ar`` model
-    over the HF network, see :mod:`dlmkit.networks.hf_causal`).
+    over the HF network, see :mod:`dlmkit.hub.hf`).
     """
     from dlmkit.hub import released
 
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf" or (p.is_dir() and not (p / CONFIG_NAME).is_file() and any(p.glob("*.gguf"))):
-        from dlmkit.networks.hf_causal import load_hf_causal
+        from dlmkit.hub.hf import load_hf_causal
 
         return load_hf_causal(p, device)  # type: ignore[return-value]
     if p.is_dir() and (p / CONFIG_NAME).is_file():
@@ -288,7 +288,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         if layout in ("sedd", "mdlm"):
             return released.load_released(p, device)
         if layout == "hf_causal":
-            from dlmkit.networks.hf_causal import load_hf_causal
+            from dlmkit.hub.hf import load_hf_causal
 
             return load_hf_causal(p, device)  # type: ignore[return-value]
     if not p.exists():

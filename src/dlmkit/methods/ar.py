@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlmkit.errors import DlmError
-from dlmkit.methods.base import Method, SampleOutput, register
+from dlmkit.methods.base import PREFIX, UNCONDITIONAL, Method, SampleOutput, register
 from dlmkit.sampling.autoregressive import generate
 
 
@@ -24,6 +24,7 @@ class AutoRegressive(Method):
     causal = True
     time_conditioned = False
     nll_is_bound = False
+    prompts = frozenset({UNCONDITIONAL, PREFIX})  # conditions on a prefix only
     extra_options = ("temperature", "top_k", "top_p", "use_cache")
 
     def _shifted(self, x0: Tensor) -> Tensor:

@@ -3,13 +3,16 @@
 A kind (the AR baseline, SEDD, masked diffusion, ...) is a :class:`Method` subclass registered
 under a name with :func:`register`. The training loop, the sampler command and the evaluation
 suite only talk to this interface, so a new kind is one new module plus its registration.
+What a kind can do is declared, not discovered by calling it: ``has_likelihood`` (``nll``),
+``has_denoiser`` (``x0_log_probs``), ``trainable`` (``loss`` trains it from data) and ``prompts``
+(what ``sample`` conditions on); ``require`` turns a missing capability into the kind's own error.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +31,10 @@ class Specials:
     sep: int
 
 
+UNCONDITIONAL, PREFIX, SPANS, SOURCE_ROWS = "unconditional", "prefix", "spans", "source_rows"
+"""Prompt types: none; clean tokens at the first positions; clean tokens at any positions; seq2seq source rows."""
+
+
 @dataclass
 class SampleOutput:
     """Sampled token ids [B, L] and the number of network evaluations it took."""
@@ -37,7 +44,7 @@ class SampleOutput:
 
 
 class Method(ABC):
-    """One model kind. Subclasses set the class attributes and implement the three operations."""
+    """One model kind. Subclasses set the class attributes and implement loss, sample and (with has_likelihood) nll."""
 
     kind: ClassVar[str]
     causal: ClassVar[bool] = False  # causal attention (AR) or bidirectional
@@ -45,11 +52,23 @@ class Method(ABC):
     nll_is_bound: ClassVar[bool] = True  # nll() is an upper bound (diffusion) or exact (AR)
     extra_options: ClassVar[tuple[str, ...]] = ()  # sampler options accepted by sample()
     data_format: ClassVar[str] = "lm"  # "lm": packed text blocks; "seq2seq": [src sep trg] rows
+    # declared capabilities
+    has_likelihood: ClassVar[bool] = True  # nll() scores sequences (exact or a bound, see nll_is_bound)
+    has_denoiser: ClassVar[bool] = False  # x0_log_probs() gives log p(x0 | x_t)
+    trainable: ClassVar[bool] = True  # loss() trains it from data (False: a recipe makes it)
+    prompts: ClassVar[frozenset[str]] = frozenset({UNCONDITIONAL, PREFIX, SPANS})  # what sample() conditions on
+    instead: ClassVar[dict[str, str]] = {}  # capability -> require()'s error message (what to do instead)
 
     def __init__(self, vocab_size: int, specials: Specials, options: dict[str, Any] | None = None):
         self.vocab_size = vocab_size
         self.specials = specials
         self.options = dict(options or {})
+
+    def require(self, capability: str) -> None:
+        """Raise the kind's error unless it declares ``capability`` ("likelihood", "denoiser", "training")."""
+        have = {"likelihood": self.has_likelihood, "denoiser": self.has_denoiser, "training": self.trainable}[capability]
+        if not have:
+            raise DlmError(self.instead.get(capability) or f"{self.kind} has no {capability}")
 
     def build_network(self, cfg: BackboneConfig) -> nn.Module:
         """The network this kind trains; the shared transformer unless a kind needs more."""
@@ -89,7 +108,12 @@ class Method(ABC):
         out = self.sample(net, n, length, steps=steps, generator=generator)
         return tokenizer.decode_batch(out.tokens.tolist())
 
-    @abstractmethod
+    def x0_log_probs(self, net: nn.Module, clean_mask: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """For kinds with ``has_denoiser``: ``fn(x_t, sigma)`` -> log p(x0 | x_t) [B, L, V], the positions in
+        ``clean_mask`` (bool [B, L]) known to be clean."""
+        self.require("denoiser")
+        raise NotImplementedError(f"{self.kind} declares a denoiser but does not define x0_log_probs")
+
     def nll(
         self,
         net: nn.Module,
@@ -107,8 +131,11 @@ class Method(ABC):
         models (standard error 0; the given positions must then be a prefix); an upper bound
         for diffusion kinds, estimated over the noise level by Monte-Carlo (``estimator="mc"``,
         ``n_samples`` draws) or by Gauss-Legendre quadrature over the noise level
-        (``"quadrature"``, ``n_samples`` nodes; its standard error is NaN).
+        (``"quadrature"``, ``n_samples`` nodes; its standard error is NaN). Only for kinds with
+        ``has_likelihood``.
         """
+        self.require("likelihood")
+        raise NotImplementedError(f"{self.kind} declares a likelihood but does not define nll")
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -121,9 +148,10 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def get_method_class(kind: str) -> type[Method]:
-    """The registered class for ``kind``; a clear error lists the known kinds."""
-    import dlmkit.methods  # noqa: F401  (registers the built-in kinds)
+    """The registered class for ``kind``; a clear error lists the known kinds.
 
+    The built-in kinds are registered by ``dlmkit/methods/__init__.py``, which Python runs before
+    this module can be imported."""
     try:
         return METHODS[kind]
     except KeyError:

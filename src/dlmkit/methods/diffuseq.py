@@ -19,7 +19,6 @@ For distillation (DLM-One) the network is a small module with clear parts:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -28,8 +27,9 @@ from torch import Tensor, nn
 from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion.gaussian import GaussianDiffusion, get_time_sampler, training_losses
 from dlmkit.errors import DlmError
-from dlmkit.methods.base import Method, SampleOutput, register
-from dlmkit.networks.transformer import BackboneConfig, Transformer
+from dlmkit.methods.base import SOURCE_ROWS, Method, SampleOutput, register
+from dlmkit.networks.diffuseq import DiffuSeqNet, unwrap
+from dlmkit.networks.transformer import BackboneConfig
 from dlmkit.sampling.continuous import DDIMSampler, DDPMSampler, Seq2SeqSampler
 
 DEFAULTS: dict[str, Any] = {
@@ -47,50 +47,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class DiffuSeqNet(nn.Module):
-    """Word embedding table + time-conditioned transformer over embeddings (x0 prediction)."""
-
-    def __init__(self, cfg: BackboneConfig, emb_dim: int, emb_init_std: float = 1.0):
-        super().__init__()
-        self.emb_dim = emb_dim
-        # named "*embedding*" so the training loop keeps weight decay off it (decay shrinks the
-        # space the diffusion runs in); ``word_emb`` is the public name
-        self.word_embedding = nn.Embedding(cfg.vocab_size, emb_dim)
-        nn.init.normal_(self.word_embedding.weight, std=emb_init_std)
-        self.transformer = Transformer(
-            replace(cfg, in_dim=emb_dim, out_dim=emb_dim, embed_tokens=False, time_conditioned=True, causal=False, tie_weights=False)
-        )
-
-    @property
-    def word_emb(self) -> nn.Embedding:
-        return self.word_embedding
-
-    def embed(self, ids: Tensor) -> Tensor:
-        """Clean embeddings ``[B, L, D]`` of token ids."""
-        return self.word_embedding(ids)
-
-    def logits(self, x: Tensor) -> Tensor:
-        """Rounding head tied to the embeddings: ``x @ E^T`` -> ``[B, L, V]``."""
-        return x @ self.word_embedding.weight.T
-
-    def x0(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """Predicted clean embeddings from ``x_t [B, L, D]`` at integer steps ``t [B]``."""
-        return self.transformer(embeds=x_t, cond=t.float())
-
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        return self.x0(x_t, t)
-
-
-def unwrap(net: nn.Module) -> nn.Module:
-    """The DiffuSeqNet inside DDP / torch.compile wrappers."""
-    while not isinstance(net, DiffuSeqNet):
-        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
-        if inner is None:
-            raise DlmError(f"expected a DiffuSeq network, got {type(net).__name__}")
-        net = inner
-    return net
-
-
 @register
 class DiffuSeq(Method):
     kind = "diffuseq"
@@ -99,6 +55,10 @@ class DiffuSeq(Method):
     nll_is_bound = False
     data_format = "seq2seq"
     extra_options = ("sampler", "eta", "clamp_step", "decode")
+    # its objective (unweighted x0 MSE + rounding) is not a likelihood bound: no perplexity
+    has_likelihood = False
+    prompts = frozenset({SOURCE_ROWS})
+    instead = {"likelihood": "diffuseq has no likelihood: its loss is not an NLL bound; evaluate it with `dlm eval seq2seq` (BLEU, ROUGE-L, ...)"}
 
     def __init__(self, vocab_size: int, specials: Any, options: dict[str, Any] | None = None):
         super().__init__(vocab_size, specials, options)
@@ -171,11 +131,6 @@ class DiffuSeq(Method):
             self.time_sampler.load_state_dict(saved)
         except (KeyError, ValueError) as e:
             raise DlmError(f"the saved time sampler state does not fit t_sampler={self.opts['t_sampler']} ({e})") from None
-
-    def nll(self, net: nn.Module, x0: Tensor, *, generator: torch.Generator, n_samples: int = 1) -> tuple[Tensor, Tensor]:
-        """Not available: DiffuSeq's objective (unweighted x0 MSE + rounding) is not a likelihood
-        bound, so no perplexity is reported for this kind (raises DlmError)."""
-        raise DlmError("diffuseq has no likelihood: its loss is not an NLL bound; evaluate it with `dlm eval seq2seq` (BLEU, ROUGE-L, ...)")
 
     # ---- sampling ----------------------------------------------------------------------------
 

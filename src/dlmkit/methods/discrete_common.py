@@ -1,4 +1,4 @@
-"""What the discrete diffusion kinds share: the noise schedule, training times, batch bookkeeping."""
+"""What the discrete diffusion kinds share: training times, the network's noise conditioning, sampler names."""
 
 from __future__ import annotations
 
@@ -7,19 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dlmkit.diffusion.schedules import NoiseSchedule, get_schedule
 from dlmkit.diffusion.timesteps import sample_t
 from dlmkit.errors import DlmError
-
-
-def schedule_from_options(options: dict[str, Any], default: str) -> NoiseSchedule:
-    """The noise schedule a run's ``diffusion`` options name (or the kind's default)."""
-    name = options.get("schedule") or default
-    if name == "loglinear":
-        return get_schedule(name, eps=options.get("eps", 1e-3))
-    if name == "geometric":
-        return get_schedule(name, sigma_min=options.get("sigma_min", 1e-4), sigma_max=options.get("sigma_max", 20.0))
-    return get_schedule(name)
 
 
 def training_times(options: dict[str, Any], batch: int, generator: torch.Generator) -> Tensor:

@@ -106,6 +106,8 @@ class DLMOne(DiffuSeq):
 
     kind = "dlm_one"
     extra_options = ("sampler", "refine", "refine_t", "decode")
+    trainable = False
+    instead = {**DiffuSeq.instead, "training": "a dlm_one student is trained by distillation: dlm distill dlm-one TEACHER_RUN"}
 
     def __init__(self, vocab_size: int, specials: Any, options: dict[str, Any] | None = None):
         super().__init__(vocab_size, specials, options)
@@ -115,9 +117,6 @@ class DLMOne(DiffuSeq):
         self.refine_t = own.get("refine_t")
         if not 0 <= self.t_init < self.T:
             raise DlmError(f"dlm_one t_init must be in [0, {self.T - 1}], got {self.t_init}")
-
-    def loss(self, net, x0, generator):  # noqa: D102
-        raise DlmError("a dlm_one student is trained by distillation: dlm distill dlm-one TEACHER_RUN")
 
     def make_sampler(self, net, steps: int, **options: Any) -> Seq2SeqSampler:
         """The one-step generator (``steps`` is ignored; ``refine``/``sampler="renoise-K"`` add rounds)."""

@@ -15,18 +15,24 @@ from torch import Tensor, nn
 
 from dlmkit.diffusion.likelihood import masked_count_nelbo, masked_nelbo
 from dlmkit.diffusion.masked import masked_loss, subs_log_probs, subs_masked_nll
+from dlmkit.diffusion.schedules import schedule_from_options
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, SampleOutput, register
-from dlmkit.methods.discrete_common import as_cond, check_sampler, schedule_from_options, training_times
+from dlmkit.methods.discrete_common import as_cond, check_sampler, training_times
 from dlmkit.sampling.discrete import sample_masked
+from dlmkit.sampling.masked_kernels import MASKED_KERNELS
 
-SAMPLERS = ("cached", "ancestral")
+
+def samplers() -> tuple[str, ...]:
+    """``cached`` (the ancestral kernel, network skipped while nothing changed) and every registered kernel."""
+    return ("cached",) + tuple(MASKED_KERNELS)
 
 
 @register
 class MaskedDiffusion(Method):
     kind = "mdlm"
     time_conditioned = False
+    has_denoiser = True
     extra_options = ("sampler", "temperature", "top_p")
 
     def __init__(self, vocab_size: int, specials: Any, options: dict[str, Any] | None = None):
@@ -41,6 +47,10 @@ class MaskedDiffusion(Method):
     def denoiser(self, net: nn.Module):
         """``denoise_fn(x_t, sigma)`` -> SUBS log p(x0 | x_t) [B, L, V]."""
         return lambda x_t, sigma: subs_log_probs(self.logits(net, x_t, sigma), x_t, self.mask_id)
+
+    def x0_log_probs(self, net: nn.Module, clean_mask: Tensor | None = None):
+        """The SUBS denoiser (clean positions are the unmasked ones, carried over)."""
+        return self.denoiser(net)
 
     def masked_nll(self, net: nn.Module):
         """``nll_fn(x_t, sigma, x0)``: the SUBS NLL summed over masked positions, scored on those rows alone."""
@@ -67,11 +77,16 @@ class MaskedDiffusion(Method):
 
     @torch.no_grad()
     def sample(self, net, batch, length, *, steps, generator, condition=None, **options: Any) -> SampleOutput:
-        """Ancestral sampling; ``sampler="cached"`` (default) skips the network while nothing changed."""
-        sampler = check_sampler(options.get("sampler") or self.options.get("sampler") or "cached", SAMPLERS, self.kind)
+        """Ancestral sampling; ``sampler="cached"`` (default) skips the network while nothing changed.
+
+        Any registered masked kernel (``ancestral``, ``confidence``, ...) runs by its name, uncached.
+        """
+        sampler = check_sampler(options.get("sampler") or self.options.get("sampler") or "cached", samplers(), self.kind)
+        kernel = "ancestral" if sampler == "cached" else sampler
         out = sample_masked(
             self.denoiser(net), self.mask_id, self.vocab_size, self.schedule, batch, length, steps,
-            generator=generator, condition=condition, cache=sampler == "cached",
+            generator=generator, condition=condition, kernel=kernel,
+            cache=sampler == "cached",
             temperature=options.get("temperature", 1.0), top_p=options.get("top_p", 1.0),
         )
         return SampleOutput(out.tokens, out.nfe)

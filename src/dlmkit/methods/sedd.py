@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from dlmkit.diffusion.graphs import Absorbing, Graph, Uniform
 from dlmkit.diffusion.likelihood import score_nelbo
+from dlmkit.diffusion.schedules import schedule_from_options
 from dlmkit.diffusion.score_entropy import dse_loss
 from dlmkit.methods.base import Method, SampleOutput, register
-from dlmkit.methods.discrete_common import as_cond, check_sampler, schedule_from_options, training_times
+from dlmkit.methods.discrete_common import as_cond, check_sampler, training_times
 from dlmkit.networks.transformer import BackboneConfig, Transformer
 from dlmkit.sampling.discrete import PREDICTORS, sample_sedd
 
@@ -35,6 +36,7 @@ class SEDD(Method):
     """Shared SEDD logic; subclasses choose the graph and the default schedule."""
 
     extra_options = ("sampler",)
+    has_denoiser = True
     default_schedule = "loglinear"
 
     def __init__(self, vocab_size: int, specials: Any, options: dict[str, Any] | None = None):
@@ -59,6 +61,16 @@ class SEDD(Method):
             if torch.is_grad_enabled():
                 return log_score.scatter(-1, x_t.unsqueeze(-1), 0.0)
             return log_score.scatter_(-1, x_t.unsqueeze(-1), 0.0)  # no graph to keep: no [B, L, V] copy
+
+        return fn
+
+    def x0_log_probs(self, net: nn.Module, clean_mask: Tensor | None = None):
+        """Tweedie denoising of the concrete score to sigma = 0, normalised, in float64."""
+        score = self.score_fn(net, self._flags(clean_mask))
+
+        def fn(x_t: Tensor, sigma: Tensor) -> Tensor:
+            probs = self.graph.denoise_probs(x_t, score(x_t, sigma).double(), sigma)
+            return (probs / probs.sum(-1, keepdim=True)).log()
 
         return fn
 

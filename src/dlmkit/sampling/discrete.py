@@ -1,12 +1,13 @@
-"""Samplers for discrete diffusion, their exact output distributions, and a predictor registry.
+"""Samplers for discrete diffusion, their exact output distributions, and the SEDD predictor registry.
 
 SEDD (score_fn -> log concrete scores): time grid t_k = 1 - k (1 - eps)/steps, k = 0..steps; each
 step maps x at sigma_bar(t_k) towards sigma_bar(t_{k+1}) with a predictor, then a final denoising
 step draws x0 from Tweedie at sigma_bar(eps) (SEDD's ``denoise``): NFE = steps + 1.  As in SEDD's
 ``sampling.py``, ``analytic`` removes the noise sigma_bar(t_k) - sigma_bar(t_{k+1}) exactly (Tweedie
 tau-leaping) and ``euler`` takes the first-order step (t_k - t_{k+1}) sigma(t_k) of the reverse CTMC.
-Masked (denoise_fn -> SUBS log p(x0 | x_t)): MDLM's ancestral steps on t_k = 1 - k/steps with
-alpha(0) := 1, so the last step unmasks everything: NFE <= steps (fewer with ``cache``).
+Masked (denoise_fn -> SUBS log p(x0 | x_t)): a registered step kernel (``masked_kernels``; MDLM's
+ancestral steps by default) on t_k = 1 - k/steps with alpha(0) := 1, so the last step unmasks
+everything: NFE <= steps (fewer with ``cache``).  Sampler and enumeration share each plan and kernel.
 Every draw is made in float64 with an explicit generator (Gumbel-max; SEDD steps on the absorbing
 and uniform graphs first draw per row whether the token moves, see ``sedd_moves``); conditioned
 positions are written before the first step and after every step.  The ``*_output_distribution``
@@ -17,23 +18,24 @@ functions push the exact start distribution through the same step kernels over a
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from dlmkit.diffusion.graphs import Absorbing, Graph, Uniform
-from dlmkit.diffusion.masked import DenoiseFn, ancestral_probs
+from dlmkit.diffusion.masked import DenoiseFn
 from dlmkit.diffusion.schedules import NoiseSchedule
 from dlmkit.diffusion.score_entropy import ScoreFn
 from dlmkit.errors import DlmError
+from dlmkit.sampling.categorical import categorical
+from dlmkit.sampling.masked_kernels import check_steps, get_masked_kernel
 from dlmkit.sampling.sedd_moves import draw_moves
 
 if TYPE_CHECKING:
     from dlmkit.sampling.conditioning import Condition
 
-Predictor = Callable[[Graph, torch.Tensor, torch.Tensor, float], torch.Tensor]
-"""(graph, x, log_score at x, noise removed by the step) -> unnormalised step probabilities [B, L, V]."""
 MAX_ENUMERATED_STATES = 4096
 
 
@@ -43,17 +45,6 @@ class SampleResult:
 
     tokens: torch.Tensor
     nfe: int
-
-
-def gumbel(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Standard Gumbel noise in float64."""
-    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=generator.device).clamp_min(1e-300)
-    return -torch.log(-torch.log(u))
-
-
-def categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One draw per row of unnormalised non-negative ``probs`` [..., V] (Gumbel-max, float64)."""
-    return (torch.log(probs.double()) + gumbel(tuple(probs.shape), generator)).argmax(-1)
 
 
 def euler_probs(graph: Graph, x: torch.Tensor, log_score: torch.Tensor, dsigma: float) -> torch.Tensor:
@@ -71,38 +62,79 @@ def analytic_probs(graph: Graph, x: torch.Tensor, log_score: torch.Tensor, dsigm
     return graph.tweedie_probs(x, log_score, torch.full((x.shape[0],), dsigma, dtype=torch.float64, device=x.device))
 
 
-PREDICTORS: dict[str, Predictor] = {"euler": euler_probs, "analytic": analytic_probs}
+PREDICTORS: dict[str, type["Predictor"]] = {}
+"""name -> SEDD predictor class, filled by subclassing with ``name=``."""
+
+
+class Predictor(ABC):
+    """A SEDD predictor: the noise each step removes (its plan) and one step's probabilities.
+
+    Registered by subclassing with ``name=``; ``moves`` marks the predictors whose law ``sedd_moves``
+    draws row by row on the absorbing and uniform graphs (others use the full categorical draw).
+    """
+
+    name: ClassVar[str]
+    moves: ClassVar[bool] = False
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            if name in PREDICTORS:
+                raise DlmError(f"predictor {name!r} is registered twice")
+            cls.name = name
+            PREDICTORS[name] = cls
+
+    def removed(self, schedule: NoiseSchedule, times: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """The noise each step removes, from the time grid and sigma_bar on it: sigma_bar(t) - sigma_bar(s)."""
+        return sigmas[:-1] - sigmas[1:]
+
+    @abstractmethod
+    def probs(self, graph: Graph, x: torch.Tensor, log_score: torch.Tensor, dsigma: float) -> torch.Tensor:
+        """(x, log score at x, noise removed) -> unnormalised step probabilities [B, L, V]."""
+
+
+class Euler(Predictor, name="euler"):
+    """First-order step of the reverse CTMC at the rate of the step's start (``euler_probs``)."""
+
+    moves = True
+
+    def removed(self, schedule: NoiseSchedule, times: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        return (times[:-1] - times[1:]) * schedule.rate(times[:-1])
+
+    def probs(self, graph: Graph, x: torch.Tensor, log_score: torch.Tensor, dsigma: float) -> torch.Tensor:
+        return euler_probs(graph, x, log_score, dsigma)
+
+
+class Analytic(Predictor, name="analytic"):
+    """Tweedie tau-leaping over the exact noise removed (``analytic_probs``)."""
+
+    moves = True
+
+    def probs(self, graph: Graph, x: torch.Tensor, log_score: torch.Tensor, dsigma: float) -> torch.Tensor:
+        return analytic_probs(graph, x, log_score, dsigma)
 
 
 def get_predictor(name: str) -> Predictor:
-    """Look a SEDD predictor up by name."""
+    """A registered SEDD predictor by name."""
     if name not in PREDICTORS:
         raise DlmError(f"unknown predictor {name!r}; choose one of {', '.join(sorted(PREDICTORS))}")
-    return PREDICTORS[name]
+    return PREDICTORS[name]()
 
 
-def _check_steps(steps: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise DlmError(f"steps must be an integer >= 1, got {steps!r}")
-
-
-def _sedd_plan(schedule: NoiseSchedule, steps: int, eps: float, predictor: str) -> list[tuple[float, float | None]]:
+def sedd_plan(schedule: NoiseSchedule, steps: int, eps: float, predictor: str) -> list[tuple[float, float | None]]:
     """(sigma_bar(t), noise removed) per predictor step, then (sigma_bar(eps), None) for the denoising step."""
-    _check_steps(steps)
+    check_steps(steps)
     if not 0.0 < eps < 1.0:
         raise DlmError(f"eps must lie in (0, 1), got {eps}")
     times = torch.linspace(1.0, eps, steps + 1, dtype=torch.float64)
     sigmas = schedule.total(times)
     if not math.isfinite(float(sigmas[0])):
         raise DlmError("the schedule's sigma_bar(1) is infinite; SEDD samplers need a finite one (log-linear eps > 0)")
-    if predictor == "euler":
-        removed = (times[:-1] - times[1:]) * schedule.rate(times[:-1])
-    else:
-        removed = sigmas[:-1] - sigmas[1:]
+    removed = get_predictor(predictor).removed(schedule, times, sigmas)
     return list(zip(sigmas[:-1].tolist(), removed.tolist())) + [(float(sigmas[-1]), None)]
 
 
-def _sedd_step(
+def sedd_step(
     score_fn: ScoreFn, graph: Graph, predictor: Predictor, x: torch.Tensor, sigma_t: float, dsigma: float | None,
 ) -> torch.Tensor:
     """Unnormalised step probabilities [B, L, V]; dsigma None is the final denoising step."""
@@ -110,7 +142,7 @@ def _sedd_step(
     log_score = score_fn(x, sigma).double()
     if dsigma is None:
         return graph.denoise_probs(x, log_score, sigma)
-    return predictor(graph, x, log_score, dsigma)
+    return predictor.probs(graph, x, log_score, dsigma)
 
 
 def sample_sedd(
@@ -119,86 +151,51 @@ def sample_sedd(
 ) -> SampleResult:
     """Draw [batch, length] sequences with a SEDD predictor from the prior (NFE = steps + 1)."""
     step = get_predictor(predictor)
-    plan = _sedd_plan(schedule, steps, eps, predictor)
+    plan = sedd_plan(schedule, steps, eps, predictor)
     if condition is not None:
         condition.check(length, graph.vocab_size, getattr(graph, "mask_id", None))
     x = graph.sample_prior(batch, length, generator)
     x = x if condition is None else condition.apply(x)
-    fast = isinstance(graph, (Absorbing, Uniform))
+    fast = step.moves and isinstance(graph, (Absorbing, Uniform))
     for sigma_t, dsigma in plan:
         if fast:  # the same law as the categorical draw below, drawn row by row (see sedd_moves)
             sigma = torch.full((batch,), sigma_t, dtype=torch.float64, device=x.device)
             x = draw_moves(graph, x, score_fn(x, sigma), predictor, sigma_t, dsigma, generator)
         else:
-            x = categorical(_sedd_step(score_fn, graph, step, x, sigma_t, dsigma), generator)
+            x = categorical(sedd_step(score_fn, graph, step, x, sigma_t, dsigma), generator)
         x = x if condition is None else condition.apply(x)
     return SampleResult(x, len(plan))
-
-
-def adjust_log_probs(log_p: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
-    """Temperature then nucleus truncation of log p(x0 | x_t) [..., V], renormalised, in float64.
-
-    Nucleus keeps the most likely tokens while the mass before them is < top_p.
-    """
-    if temperature <= 0.0 or not 0.0 < top_p <= 1.0:
-        raise DlmError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-    log_p = log_p.double()
-    if temperature != 1.0:
-        log_p = torch.log_softmax(log_p / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_lp, order = log_p.sort(dim=-1, descending=True)
-        probs = sorted_lp.exp()
-        drop_sorted = probs.cumsum(-1) - probs >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        log_p = torch.log_softmax(log_p.masked_fill(drop, -torch.inf), dim=-1)
-    return log_p
-
-
-def _masked_plan(schedule: NoiseSchedule, steps: int) -> list[tuple[float, float, float]]:
-    """(sigma_t, alpha_t, alpha_s) per ancestral step on t = 1 .. 0, with alpha(0) := 1."""
-    _check_steps(steps)
-    sigmas = schedule.total(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)).tolist()
-    alphas = [math.exp(-s) for s in sigmas[:-1]] + [1.0]
-    return [(sigmas[k], alphas[k], alphas[k + 1]) for k in range(steps)]
 
 
 def sample_masked(
     denoise_fn: DenoiseFn, mask_id: int, vocab_size: int, schedule: NoiseSchedule, batch: int, length: int,
     steps: int, *, generator: torch.Generator, condition: Condition | None = None, temperature: float = 1.0,
-    top_p: float = 1.0, cache: bool = False,
+    top_p: float = 1.0, cache: bool = False, kernel: str = "ancestral",
 ) -> SampleResult:
-    """MDLM ancestral sampling from all-mask; returns tokens and NFE.
+    """Masked sampling from all-mask with a registered step ``kernel`` (``masked_kernels``); tokens and NFE.
 
-    Each step draws u [B, L] ("unmask?") and then Gumbel noise only for the positions that unmask,
-    so every token's value costs one [V] draw over the whole run, and the random numbers drawn do
-    not depend on whether the network was called: ``cache=True`` (reuse the last denoiser output
-    while no token changed) returns exactly the uncached samples. That reuse is exact only for a
-    denoiser that ignores sigma, as MDLM's does (the true posterior under masking is
-    time-independent).
+    ``cache=True`` reuses the last denoiser output while no token changed; the kernels draw the same
+    random numbers whether or not the network was called, so this returns exactly the uncached
+    samples. That reuse is exact only for a denoiser that ignores sigma, as MDLM's does (the true
+    posterior under masking is time-independent).
     """
-    plan = _masked_plan(schedule, steps)
-    if temperature <= 0.0 or not 0.0 < top_p <= 1.0:
-        raise DlmError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    step_kernel = get_masked_kernel(kernel, mask_id, temperature=temperature, top_p=top_p)
+    plan = step_kernel.plan(schedule, steps)
     if condition is not None:
         condition.check(length, vocab_size, mask_id)
     device = generator.device
     x = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
     x = x if condition is None else condition.apply(x)
     nfe, last_x, log_p = 0, None, None
-    for sigma_t, alpha_t, alpha_s in plan:
+    for step in plan:
         if not (cache and last_x is not None and torch.equal(x, last_x)):
-            sigma = torch.full((batch,), sigma_t, dtype=torch.float64, device=device)
+            sigma = torch.full((batch,), step.sigma, dtype=torch.float64, device=device)
             log_p = denoise_fn(x, sigma)
             nfe, last_x = nfe + 1, x
-        u = torch.rand((batch, length), generator=generator, dtype=torch.float64, device=device)
-        unmask = (x == mask_id) & (u < (alpha_s - alpha_t) / (1.0 - alpha_t))
-        if not unmask.any():
+        new = step_kernel.draw(log_p, x, step, generator)
+        if new is x:
             continue
-        rows = adjust_log_probs(log_p[unmask], temperature, top_p)  # row-wise: only the rows that unmask
-        value = (rows + gumbel(tuple(rows.shape), generator)).argmax(-1)
-        x = x.clone()
-        x[unmask] = value
-        x = x if condition is None else condition.apply(x)
+        x = new if condition is None else condition.apply(new)
     return SampleResult(x, nfe)
 
 
@@ -248,21 +245,21 @@ def sedd_output_distribution(
     step = get_predictor(predictor)
     states = all_sequences(graph.vocab_size, length)
     dist = _start(states, graph.prior_log_prob(states).exp(), graph.vocab_size, condition)
-    for sigma_t, dsigma in _sedd_plan(schedule, steps, eps, predictor):
-        dist = _push(dist, states, _sedd_step(score_fn, graph, step, states, sigma_t, dsigma), condition)
+    for sigma_t, dsigma in sedd_plan(schedule, steps, eps, predictor):
+        dist = _push(dist, states, sedd_step(score_fn, graph, step, states, sigma_t, dsigma), condition)
     return dist
 
 
 def masked_output_distribution(
     denoise_fn: DenoiseFn, mask_id: int, vocab_size: int, schedule: NoiseSchedule, length: int, steps: int, *,
-    condition: Condition | None = None, temperature: float = 1.0, top_p: float = 1.0,
+    condition: Condition | None = None, temperature: float = 1.0, top_p: float = 1.0, kernel: str = "ancestral",
 ) -> torch.Tensor:
     """Exact distribution [V^L] of ``sample_masked``'s output, by enumerating all sequences."""
+    step_kernel = get_masked_kernel(kernel, mask_id, temperature=temperature, top_p=top_p)
     states = all_sequences(vocab_size, length)
     prior = (states == mask_id).all(-1).double()
     dist = _start(states, prior, vocab_size, condition)
-    for sigma_t, alpha_t, alpha_s in _masked_plan(schedule, steps):
-        sigma = torch.full((states.shape[0],), sigma_t, dtype=torch.float64)
-        log_p = adjust_log_probs(denoise_fn(states, sigma), temperature, top_p)
-        dist = _push(dist, states, ancestral_probs(log_p, states, mask_id, alpha_t, alpha_s), condition)
+    for step in step_kernel.plan(schedule, steps):
+        sigma = torch.full((states.shape[0],), step.sigma, dtype=torch.float64)
+        dist = _push(dist, states, step_kernel.probs(denoise_fn(states, sigma), states, step), condition)
     return dist

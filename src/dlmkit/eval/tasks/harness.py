@@ -283,13 +283,9 @@ def diffusion_one_step_argmax(method: Any, net: Any, x: torch.Tensor, n_ctx: int
         x_t[:, n_ctx:] = graph.sample_prior(x.shape[0], x.shape[1] - n_ctx, generator).to(x.device)
     else:
         x_t[:, n_ctx:] = method.specials.mask
-    if hasattr(method, "denoiser"):
-        return method.denoiser(net)(x_t, sigma).argmax(-1)
-    if graph is not None and hasattr(method, "score_fn"):
+    if method.has_denoiser:
         clean = torch.arange(x.shape[1], device=x.device)[None] < n_ctx
-        flags = method._flags(clean) if hasattr(method, "_flags") else None
-        log_score = method.score_fn(net, flags)(x_t, sigma)
-        return graph.denoise_probs(x_t, log_score.double(), sigma).argmax(-1)
+        return method.x0_log_probs(net, clean)(x_t, sigma).argmax(-1)
     return None
 
 
