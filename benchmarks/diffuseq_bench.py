@@ -38,7 +38,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ from dlmkit.data.seq2seq import load_multi_reference, load_pairs  # noqa: E402
 from dlmkit.data.seq2seq_blocks import build_blocks  # noqa: E402
 from dlmkit.data.tokenizer import TokenizerConfig, build_tokenizer, train_bpe  # noqa: E402
 from dlmkit.eval.metrics import seq2seq as M  # noqa: E402
+from dlmkit.eval.metrics.degeneracy import degeneracy  # noqa: E402
 from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
 from dlmkit.hub.model import DlmModel  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
@@ -91,15 +91,6 @@ def metrics(hyps: list[str], refs: list[Any], *, sources: list[str] | None = Non
     out["BLEU"] = out.get("bleu", out.get("multi_ref_bleu"))
     out.update(degeneracy(hyps))
     return out
-
-
-def degeneracy(hyps: list[str]) -> dict[str, float]:
-    """Fractions of empty outputs and of outputs dominated (> 50%) by one repeated token: a
-    degenerate model (one token everywhere, nothing at all) shows here, not only as low BLEU."""
-    n = max(1, len(hyps))
-    toks = [h.split() for h in hyps]
-    return {"empty": sum(not t for t in toks) / n,
-            "repeat": sum(len(t) >= 2 and Counter(t).most_common(1)[0][1] > len(t) / 2 for t in toks) / n}
 
 
 def with_outputs(row: dict[str, Any], sources: list[str], refs: list[Any], recover: list[str],

@@ -506,6 +506,23 @@ def render_harness_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm eval harness``: the tasks' metrics for one model."""
+    limit = None if args.limit is None else (float(args.limit) if "." in args.limit else int(args.limit))
+    return run_harness(args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path or [], limit=limit,
+                       n_samples=args.n_samples, seed=args.seed, steps=args.steps, num_fewshot=args.num_fewshot,
+                       batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+
+
+def render_result(result: dict[str, Any]) -> str:
+    return render_harness_table([result["harness"]])
+
+
+def report_section(entries: list[dict[str, Any]], stem: Any) -> tuple[list[str], list[str]]:
+    return ["## Benchmarks (lm-eval-harness)", "", "Diffusion log-likelihoods are Monte-Carlo ELBO lower bounds; AR log-likelihoods are exact.", "",
+            render_harness_table(entries), ""], []
+
+
 def lm_eval_cli(argv: Sequence[str] | None = None) -> int:
     """lm-eval's CLI with the model ``dlmkit`` registered and the shipped tasks on the include path.
 

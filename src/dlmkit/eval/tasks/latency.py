@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm import tqdm
 
+from dlmkit.checks import check_output
 from dlmkit.errors import DlmError
 from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.eval.tasks.registry import ints
 from dlmkit.runtime import network_autocast
 
 
@@ -228,3 +231,27 @@ def render_latency_table(result: dict[str, Any]) -> str:
         lines.append(f"| {r['model']} | {r['kind']} | {r['length']} | {r['batch']} | {steps} | {r['nfe']} | {r['seconds_per_sequence']:.4g} | {r['seconds_median']:.4g} |")
     lines.append(f"\nDevice: {lat['device_name']} ({lat['threads']} threads); median of {lat['repeats']} runs after {lat['warmup']} warm-up.")
     return "\n".join(lines)
+
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm bench latency``: the timing grid (and its plot with ``--plot``)."""
+    if args.plot:
+        check_output(args.plot, "--plot")
+    result = latency_benchmark(args.model, ar=args.ar, steps=ints(args.steps), lengths=ints(args.lengths), batches=ints(args.batch),
+                               repeats=args.repeats, warmup=args.warmup, device=args.device, random_init=args.random_init,
+                               ar_random=not args.no_ar, sampler=args.sampler, max_timed_steps=args.max_timed_steps,
+                               progress=not args.no_progress)
+    if args.plot:
+        result["plot"] = plot_latency(result, args.plot)
+    return result
+
+
+def report_section(entries: list[dict[str, Any]], stem: Path) -> tuple[list[str], list[str]]:
+    """One section per latency result, each with its plot."""
+    parts: list[str] = []
+    plots: list[str] = []
+    for k, lat in enumerate(entries):
+        p = Path(plot_latency(lat, str(Path(f"{stem}_latency{k or ''}.png"))))
+        plots.append(str(p))
+        parts += ["## Sampling latency" + (f" ({k + 1})" if len(entries) > 1 else ""), "", render_latency_table(lat), "", f"![latency]({p.name})", ""]
+    return parts, plots

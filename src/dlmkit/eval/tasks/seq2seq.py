@@ -300,3 +300,9 @@ def render(result: dict[str, Any]) -> str:
     if "mbr_metrics" in result:
         lines += ["", "MBR choice:", "", *_two_columns(result["mbr_metrics"])]
     return "\n".join(lines)
+
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm eval seq2seq``: the metrics of one output file (or folder) against its references."""
+    return run_eval(args.hyp, args.ref, src=args.src, mbr=args.mbr, candidates_files=args.candidates_file,
+                    bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, progress=not args.no_progress)
