@@ -99,6 +99,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.eval.metrics.seq2seq import import_eval_dependency
 from dlmkit.eval.tasks.perplexity import resolve_device
 
 try:  # lm-eval is optional (the eval extra); the scorer below works without it
@@ -432,8 +433,6 @@ def run_harness(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run lm-eval tasks on a dlmkit model; returns per-task metrics and throughput."""
-    from dlmkit.eval.metrics.seq2seq import import_eval_dependency
-
     import_eval_dependency("lm_eval")
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager

@@ -33,7 +33,13 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.checks import check_output
+from dlmkit.engine.config import load_config
 from dlmkit.errors import DlmError
+from dlmkit.hub.model import DlmModel
+from dlmkit.io import atomic_path
+from dlmkit.methods.base import Specials, get_method_class
+from dlmkit.networks.transformer import BackboneConfig
+from dlmkit.plotting import readable_log_ticks
 from dlmkit.eval.tasks.perplexity import resolve_device
 from dlmkit.eval.tasks.registry import ints
 from dlmkit.runtime import network_autocast
@@ -41,10 +47,6 @@ from dlmkit.runtime import network_autocast
 
 def random_model(kind: str, preset: str, seq_len: int, device: torch.device) -> Any:
     """A randomly initialised model of ``kind`` with ``preset``'s backbone and vocabulary size."""
-    from dlmkit.engine.config import load_config
-    from dlmkit.methods.base import Specials, get_method_class
-    from dlmkit.hub.model import DlmModel
-    from dlmkit.networks.transformer import BackboneConfig
 
     get_method_class(kind)
     cfg = load_config(preset)
@@ -202,9 +204,6 @@ def plot_latency(result: dict[str, Any], path: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from dlmkit.io import atomic_path
-    from dlmkit.plotting import readable_log_ticks
 
     rows = result["latency"]["rows"] if "latency" in result else result["rows"]
     fig, ax = plt.subplots(figsize=(6, 4))

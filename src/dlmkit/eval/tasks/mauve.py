@@ -37,7 +37,7 @@ from tqdm import tqdm
 from dlmkit.errors import DlmError
 from dlmkit.eval.tasks.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
-from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, mauve
+from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, extract_features, mauve
 from dlmkit.eval.tasks.perplexity import resolve_device
 from dlmkit.eval.tasks.registry import ints
 from dlmkit.io import atomic_path, split_lines
@@ -164,8 +164,6 @@ class Featurizer:
             if self.features == "judge":
                 feats = self.judge.hidden_features(new, pooling="last", batch_size=16)
             else:
-                from dlmkit.eval.metrics.mauve import extract_features
-
                 feats = extract_features(new, self.path, pooling="mean", device=str(self.device))
             self._cache.update(zip(new, feats))
         return np.stack([self._cache[t] for t in texts])
