@@ -168,7 +168,7 @@ def uniform_conditioning_bias(steps: int) -> dict:
 
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "diffusion"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from toy import Toy, markov_chain  # the test suite's enumerable toy
 
     toy = Toy(markov_chain(3, 3, seed=5), 3, 3, "uniform")
