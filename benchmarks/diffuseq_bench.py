@@ -8,7 +8,7 @@ For each task (the splits of shared/data/README.md, stated in the report):
   evaluate on ASSET test (10 references: multi-reference BLEU and sacreBLEU corpus BLEU).
 
 it trains a ``diffuseq`` teacher through ``dlmkit.engine.loop.train`` and the ``ar`` kind on the
-same ``src sep trg eos`` rows (a plain AdamW loop over the same blocks) into ``WORK/TASK/{diffuseq,ar}``
+same ``src sep trg eos`` rows (the same ``train``, with ``data.format=seq2seq``) into ``WORK/TASK/{diffuseq,ar}``
 (a finished run there is reused, so the DLM-One bench distils the same teachers), then reports:
 BLEU vs sampling steps (DDIM respaced, one candidate) with time per sample at ``--eval-batch``;
 at the best step count (up to ``--cand-max-steps``) BLEU, ROUGE-L, BERTScore (all-MiniLM-L6-v2,
@@ -38,7 +38,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +49,14 @@ import torch  # noqa: E402
 
 from dlmkit.engine.config import load_config  # noqa: E402
 from dlmkit.data.seq2seq import load_multi_reference, load_pairs  # noqa: E402
-from dlmkit.data.seq2seq_blocks import build_blocks  # noqa: E402
 from dlmkit.data.tokenizer import TokenizerConfig, build_tokenizer, train_bpe  # noqa: E402
 from dlmkit.eval.metrics import seq2seq as M  # noqa: E402
+from dlmkit.eval.metrics.degeneracy import degeneracy  # noqa: E402
 from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
 from dlmkit.hub.model import DlmModel  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
-from dlmkit.hub.checkpoint import load_model, step_folders, write_model_folder  # noqa: E402
-from dlmkit.engine.loop import build_model, lr_factor, train  # noqa: E402
+from dlmkit.hub.checkpoint import load_model, step_folders  # noqa: E402
+from dlmkit.engine.loop import train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t", "simplification")
 DEFAULT_DATA = str(Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")) / "seq2seq")
@@ -91,15 +90,6 @@ def metrics(hyps: list[str], refs: list[Any], *, sources: list[str] | None = Non
     out["BLEU"] = out.get("bleu", out.get("multi_ref_bleu"))
     out.update(degeneracy(hyps))
     return out
-
-
-def degeneracy(hyps: list[str]) -> dict[str, float]:
-    """Fractions of empty outputs and of outputs dominated (> 50%) by one repeated token: a
-    degenerate model (one token everywhere, nothing at all) shows here, not only as low BLEU."""
-    n = max(1, len(hyps))
-    toks = [h.split() for h in hyps]
-    return {"empty": sum(not t for t in toks) / n,
-            "repeat": sum(len(t) >= 2 and Counter(t).most_common(1)[0][1] > len(t) / 2 for t in toks) / n}
 
 
 def with_outputs(row: dict[str, Any], sources: list[str], refs: list[Any], recover: list[str],
@@ -170,26 +160,6 @@ def common_overrides(args: argparse.Namespace, max_src_len: int) -> list[str]:
     ]
 
 
-def train_ar(args: argparse.Namespace, cfg: Any, tok: Any, blocks: Any) -> tuple[DlmModel, float]:
-    """The ``ar`` kind on the same rows: AdamW, warm-up + cosine (the loop's schedule), clipping."""
-    cfg.model.kind = "ar"
-    torch.manual_seed(args.seed)
-    model = build_model(cfg, tok).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    rng = torch.Generator().manual_seed(args.seed)
-    start = time.perf_counter()
-    for _ in range(cfg.train.steps):
-        idx = torch.randint(0, len(blocks.train), (cfg.train.batch_size,), generator=rng).numpy()
-        loss, _ = model.method.loss(model.net, blocks.batch(blocks.train[idx]), rng)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-    return model.eval(), time.perf_counter() - start
-
-
 def bleu_sweep(model: Any, tok: Any, sources: list[str], refs: list[Any], steps_list: list[int], *, seed: int,
                batch_size: int, max_src_len: int, log: str | None = None) -> list[dict[str, Any]]:
     """BLEU (one candidate) and seconds per sample at each step count up to the model's ``T``."""
@@ -251,21 +221,21 @@ def ensure_teacher(args: argparse.Namespace, task: str, folder: Path, pairs: lis
             "data": json.loads((run / "seq2seq_data.json").read_text())}
 
 
-def ensure_ar(args: argparse.Namespace, task: str, folder: Path, pairs: list[tuple[str, str]], tok: Any) -> tuple[DlmModel, dict[str, Any]]:
-    """The ``ar`` model on the teacher's rows and tokenizer, saved in ``folder/ar`` (reused if there)."""
+def ensure_ar(args: argparse.Namespace, task: str, folder: Path) -> tuple[DlmModel, dict[str, Any]]:
+    """The ``ar`` kind trained by the library's ``train`` on the teacher's rows (``data.format=seq2seq``),
+    tokenizer and optimiser settings, as the run ``folder/ar`` (reused when finished, resumed when cut)."""
     out = folder / "ar"
     if (out / "ar_train.json").is_file():
         print(f"[{task}] reusing {out}", file=sys.stderr)
         model, _ = load_model(out)
         return model, {**json.loads((out / "ar_train.json").read_text()), "reused": str(out)}
     print(f"[{task}] training ar: {args.ar_steps} steps", file=sys.stderr)
-    cfg = load_config(str(folder / "diffuseq" / "config.yaml"), [f"train.steps={args.ar_steps}"])
-    blocks = build_blocks(pairs, tok, seq_len=cfg.model.seq_len, max_src_len=args.max_src_len.get(task, 0),
-                          valid_fraction=0.0, seed=args.seed)
-    model, seconds = train_ar(args, cfg, tok, blocks)
-    out.mkdir(parents=True, exist_ok=True)
-    write_model_folder(out, model, tok)
-    info = {"steps": args.ar_steps, "seconds": seconds}
+    cfg = load_config(str(folder / "diffuseq" / "config.yaml"),
+                      ["model.kind=ar", "data.format=seq2seq", "data.valid_fraction=0", f"train.steps={args.ar_steps}",
+                       f"out_dir={out}", f"seed={args.seed}"])
+    res = train(cfg, resume=(out / "config.yaml").is_file(), progress=not args.no_progress)
+    model, _ = load_model(out)
+    info = {"steps": args.ar_steps, "seconds": res.seconds}
     (out / "ar_train.json").write_text(json.dumps(info) + "\n", encoding="utf-8")  # written last: marks it complete
     return model, info
 
@@ -301,7 +271,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     rows.append({"system": "copy source", "steps": 0, **metrics(list(sources), refs, sources=sources, bertscore=args.bertscore)})
 
     # AR baseline on the same rows
-    ar, report["ar_train"] = ensure_ar(args, task, folder, pairs, mtok)
+    ar, report["ar_train"] = ensure_ar(args, task, folder)
     g1 = generate_targets(ar, mtok, sources, seed=args.seed, **kw)
     gk = generate_targets(ar, mtok, sources, candidates=args.candidates, seed=args.seed, **kw)
     greedy = [c[0] for c in g1["candidates"]]

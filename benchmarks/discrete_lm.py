@@ -38,6 +38,7 @@ import torch
 from dlmkit.engine.config import load_config
 from dlmkit.data.corpus import iter_documents
 from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
+from dlmkit.eval.tasks.latency import timed
 from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
 from dlmkit.io import write_json
 from dlmkit.hub.checkpoint import load_model, step_folders
@@ -133,17 +134,17 @@ def unigram_entropy(folder: Path, tokenizer: Tokenizer) -> float:
 
 @torch.no_grad()
 def cached_speedup(run: Path, steps: int, length: int, batch: int, repeats: int) -> dict:
-    """Median wall time of the masked sampler with and without the cache, same seed."""
+    """Median wall time of the masked sampler with and without the cache, same seed (interleaved
+    repeats, timed by the latency benchmark's device-synchronised ``timed``)."""
     model, _ = load_model(run)
     times: dict[str, list[float]] = {"cached": [], "ancestral": []}
     outputs = {}
     for r in range(repeats + 1):
         for sampler in times:
-            gen = torch.Generator().manual_seed(r)
-            t = time.perf_counter()
-            out = model.method.sample(model.net, batch, length, steps=steps, generator=gen, sampler=sampler)
+            gen = torch.Generator(device=model.device).manual_seed(r)
+            out, seconds = timed(lambda: model.method.sample(model.net, batch, length, steps=steps, generator=gen, sampler=sampler), model.device)
             if r:  # the first round warms up
-                times[sampler].append(time.perf_counter() - t)
+                times[sampler].append(seconds)
             outputs[sampler] = out
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -167,7 +168,7 @@ def uniform_conditioning_bias(steps: int) -> dict:
 
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "diffusion"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from toy import Toy, markov_chain  # the test suite's enumerable toy
 
     toy = Toy(markov_chain(3, 3, seed=5), 3, 3, "uniform")

@@ -9,6 +9,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+# fixtures shared across the layer folders: tiny runs and corpora, the eval suite's trained models,
+# DiffuSeq pairs (tests/recipes/conftest.py keeps DLM-One's smaller pair_file)
+pytest_plugins = ["fixtures_runs", "fixtures_eval_runs", "fixtures_seq2seq"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -71,6 +71,7 @@ CONFIG_RANGES: dict[str, Range] = {
 # read only after the warm-up, a strategy read only under torchrun); the others fail at once.
 CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
     "train.schedule": ("cosine", "constant"), "train.distributed": ("ddp", "fsdp"), "train.precision": ("auto", "fp32", "bf16"),
+    "data.format": ("", "lm", "seq2seq"),
 }
 
 

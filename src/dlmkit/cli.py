@@ -16,9 +16,11 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from dlmkit.checks import (FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_REAL, UNIT_OPEN_LOW, check_config,
-                           check_output, count_or_fraction, device, int_list, int_or_word, number)
+                           check_output, device, number)
 from dlmkit.cli_errors import DlmArgumentParser, run_guarded
 from dlmkit.errors import DlmError
+from dlmkit.eval.report import write_report
+from dlmkit.eval.tasks import TASKS
 
 
 def _is_main_process() -> bool:
@@ -146,30 +148,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
 # ---- eval ---------------------------------------------------------------------------------
 
 
-def cmd_eval_ppl(args: argparse.Namespace) -> None:
-    from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
-
-    table = perplexity_table(
-        args.models,
-        args.data,
-        batch_size=args.batch_size,
-        n_samples=args.n_samples,
-        estimator=args.estimator,
-        max_sequences=args.max_sequences,
-        seed=args.seed,
-        device=args.device,
-        text_field=args.text_field,
-        progress=not args.no_progress,
-    )
-    _emit(args, {"ppl": table}, lambda: print(render_table(table)))
-
-
-def cmd_eval_seq2seq(args: argparse.Namespace) -> None:
-    from dlmkit.eval.tasks.seq2seq import render, run_eval
-
-    result = run_eval(args.hyp, args.ref, src=args.src, mbr=args.mbr, candidates_files=args.candidates_file,
-                      bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, progress=not args.no_progress)
-    _emit(args, result, lambda: print(render(result)))
+def cmd_task(args: argparse.Namespace) -> None:
+    """Any registered evaluation task (``dlm eval ppl|seq2seq|gen|mauve|harness``, ``dlm bench latency``)."""
+    task = TASKS[args.task]
+    result = task.run_args(args)
+    _emit(args, result, lambda: print(task.render_result(result)))
 
 
 # ---- distill ------------------------------------------------------------------------------
@@ -231,146 +214,32 @@ def add_distill_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], No
     return dsub
 
 
-# ---- eval gen / mauve / harness / report, bench latency (dlmkit.eval suite) ---------------
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise DlmError(f"'{text}' is not a comma-separated list of integers") from None
-
-
-def cmd_eval_gen(args: argparse.Namespace) -> None:
-    from dlmkit.eval.tasks.genppl import generative_perplexity, render_gen_table
-
-    result = generative_perplexity(args.model, args.judge, n=args.n, steps=_ints(args.steps), length=args.length, batch_size=args.batch_size,
-                                   judge_batch_size=args.judge_batch_size, seed=args.seed, device=args.device, progress=not args.no_progress)
-    _emit(args, result, lambda: print(render_gen_table(result["gen"])))
-
-
-def cmd_eval_mauve(args: argparse.Namespace) -> None:
-    from dlmkit.eval.tasks.mauve import mauve_eval
-    from dlmkit.eval.report import render_mauve_table
-
-    opts = {"num_buckets": args.num_buckets if args.num_buckets == "auto" else int(args.num_buckets)}
-    if args.kmeans_num_redo is not None:
-        opts["kmeans_num_redo"] = args.kmeans_num_redo
-    result = mauve_eval(args.model, args.prompts, prompt_tokens=args.prompt_tokens, continuation_tokens=args.continuation_tokens, n=args.n,
-                        seeds=_ints(args.seeds), steps=args.steps, features=args.features, judge=args.judge, batch_size=args.batch_size,
-                        device=args.device, text_field=args.text_field, mauve_options=opts, progress=not args.no_progress)
-    _emit(args, result, lambda: print(render_mauve_table([result["mauve"]])))
-
-
-def cmd_eval_harness(args: argparse.Namespace) -> None:
-    from dlmkit.eval.tasks.harness import render_harness_table, run_harness
-
-    limit = None if args.limit is None else (float(args.limit) if "." in args.limit else int(args.limit))
-    result = run_harness(args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path or [], limit=limit,
-                         n_samples=args.n_samples, seed=args.seed, steps=args.steps, num_fewshot=args.num_fewshot,
-                         batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
-    _emit(args, result, lambda: print(render_harness_table([result["harness"]])))
+# ---- eval report; the eval / bench task commands come from dlmkit.eval.tasks' registry -----
 
 
 def cmd_eval_report(args: argparse.Namespace) -> None:
-    from dlmkit.eval.report import write_report
-
     check_output(args.out, "--out")
     result = write_report(args.results, args.out, title=args.title)
     _emit(args, result, lambda: print(f"report: {result['report']} ({len(result['plots'])} plots)"))
 
 
-def cmd_bench_latency(args: argparse.Namespace) -> None:
-    from dlmkit.eval.tasks.latency import latency_benchmark, plot_latency, render_latency_table
-
-    if args.plot:
-        check_output(args.plot, "--plot")
-    result = latency_benchmark(args.model, ar=args.ar, steps=_ints(args.steps), lengths=_ints(args.lengths), batches=_ints(args.batch),
-                               repeats=args.repeats, warmup=args.warmup, device=args.device, random_init=args.random_init,
-                               ar_random=not args.no_ar, sampler=args.sampler, max_timed_steps=args.max_timed_steps,
-                               progress=not args.no_progress)
-    if args.plot:
-        result["plot"] = plot_latency(result, args.plot)
-    _emit(args, result, lambda: print(render_latency_table(result)))
+def add_task_parsers(groups: dict[str, Any], common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """One subcommand per registered task, under its group's subparsers (``eval``, ``bench``)."""
+    for task in TASKS.values():
+        group, name = task.command
+        tp = groups[group].add_parser(name, help=task.help)
+        task.options(tp)
+        common(tp)
+        tp.set_defaults(func=cmd_task, task=task.key)
 
 
-def add_eval_suite_parsers(esub: Any, sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    """``eval gen|mauve|harness|report`` under ``eval``, and the top-level ``bench latency``."""
-    g = esub.add_parser("gen", help="generative perplexity (judge LM) and diversity of unconditional samples")
-    g.add_argument("model", help="checkpoint or run folder")
-    g.add_argument("--judge", required=True, help="smollm2, a .gguf file, a Hugging Face causal-LM folder or a dlmkit AR folder")
-    g.add_argument("--n", type=number(POSITIVE), default=1000, help="samples per row")
-    g.add_argument("--steps", type=int_list(POSITIVE), default="32,128,1024", help="comma-separated diffusion steps (AR: ignored; plain + nucleus 0.95 rows)")
-    g.add_argument("--length", type=number(POSITIVE), default=None, help="tokens per sample (default: the model's context)")
-    g.add_argument("--batch-size", type=number(POSITIVE), default=16)
-    g.add_argument("--judge-batch-size", type=number(POSITIVE), default=8)
-    g.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
-    g.add_argument("--device", type=device, default=None)
-    g.add_argument("--no-progress", action="store_true")
-    common(g)
-    g.set_defaults(func=cmd_eval_gen)
-
-    m = esub.add_parser("mauve", help="MAUVE of prompted continuations against the human ones")
-    m.add_argument("model", help="checkpoint or run folder")
-    m.add_argument("--prompts", required=True, help="jsonl with a text field (or one document a line)")
-    m.add_argument("--prompt-tokens", type=number(POSITIVE), default=50)
-    m.add_argument("--continuation-tokens", type=number(POSITIVE), default=50)
-    m.add_argument("--n", type=number(POSITIVE), default=None, help="use at most this many documents")
-    m.add_argument("--seeds", type=int_list(NON_NEGATIVE), default="0,1,2,3,4", help="comma-separated seeds (new samples and k-means seed each)")
-    m.add_argument("--steps", type=number(POSITIVE), default=128, help="diffusion steps")
-    m.add_argument("--features", choices=("judge", "minilm"), default="judge")
-    m.add_argument("--judge", default="smollm2", help="judge whose hidden states are the features (with --features judge)")
-    m.add_argument("--num-buckets", type=int_or_word(POSITIVE, "auto"), default="auto", help="MAUVE k-means clusters ('auto': n/10)")
-    m.add_argument("--kmeans-num-redo", type=number(POSITIVE), default=None)
-    m.add_argument("--text-field", default="text")
-    m.add_argument("--batch-size", type=number(POSITIVE), default=16)
-    m.add_argument("--device", type=device, default=None)
-    m.add_argument("--no-progress", action="store_true")
-    common(m)
-    m.set_defaults(func=cmd_eval_mauve)
-
-    h = esub.add_parser("harness", help="lm-evaluation-harness tasks (offline with local task files)")
-    h.add_argument("model", help="checkpoint or run folder")
-    h.add_argument("--tasks", required=True, help="comma-separated tasks (local: dlm_cloze, dlm_choice)")
-    h.add_argument("--include-path", action="append", help="folder of task YAMLs (repeatable)")
-    h.add_argument("--limit", type=count_or_fraction, default=None, help="items per task (an integer, or a fraction with a dot)")
-    h.add_argument("--n-samples", type=number(POSITIVE), default=8, help="Monte-Carlo samples of the ELBO per request (diffusion)")
-    h.add_argument("--steps", type=number(POSITIVE), default=128, help="diffusion steps for generation tasks")
-    h.add_argument("--num-fewshot", type=number(NON_NEGATIVE), default=None)
-    h.add_argument("--batch-size", type=number(POSITIVE), default=16)
-    h.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
-    h.add_argument("--device", type=device, default=None)
-    h.add_argument("--no-progress", action="store_true")
-    common(h)
-    h.set_defaults(func=cmd_eval_harness)
-
+def add_eval_report_parser(esub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     r = esub.add_parser("report", help="one markdown report with tables and plots from JSON results")
     r.add_argument("results", nargs="+", help="JSON files written by the eval/bench commands with --json")
     r.add_argument("--out", required=True, help="markdown file; plots are written beside it")
     r.add_argument("--title", default="dlmkit evaluation report")
     common(r)
     r.set_defaults(func=cmd_eval_report)
-
-    b = sub.add_parser("bench", help="benchmarks")
-    bsub = b.add_subparsers(dest="bench_command", required=True)
-    lat = bsub.add_parser("latency", help="sampling time per sequence vs steps, against an AR model with KV cache")
-    lat.add_argument("model", help="diffusion checkpoint/run folder, or a kind name with --random-init")
-    lat.add_argument("--ar", default=None, help="AR checkpoint or run folder to compare with")
-    lat.add_argument("--random-init", default=None, metavar="PRESET", help="time randomly initialised models of this preset's size")
-    lat.add_argument("--no-ar", action="store_true", help="with --random-init: no AR baseline")
-    lat.add_argument("--steps", type=int_list(POSITIVE), default="1,8,32,128,1024")
-    lat.add_argument("--lengths", type=int_list(POSITIVE), default="128,1024")
-    lat.add_argument("--batch", type=int_list(POSITIVE), default="1,32")
-    lat.add_argument("--repeats", type=number(POSITIVE), default=5)
-    lat.add_argument("--warmup", type=number(NON_NEGATIVE), default=1)
-    lat.add_argument("--sampler", default=None, help="diffusion sampler name (kind-specific)")
-    lat.add_argument("--max-timed-steps", type=number(POSITIVE), default=None, metavar="N",
-                     help="time runs of more than N steps at N steps and scale (not for the cached masked sampler)")
-    lat.add_argument("--device", type=device, default=None)
-    lat.add_argument("--plot", default=None, help="write a PNG like the paper's Figure 1")
-    lat.add_argument("--no-progress", action="store_true")
-    common(lat)
-    lat.set_defaults(func=cmd_bench_latency)
 
 
 # ---- convert ------------------------------------------------------------------------------
@@ -452,31 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate models")
     esub = e.add_subparsers(dest="eval_command", required=True)
-    ep = esub.add_parser("ppl", help="zero-shot perplexity (bounds for diffusion models) on text files")
-    ep.add_argument("models", nargs="+", help="checkpoint or run folders")
-    ep.add_argument("--data", nargs="+", required=True, help="text files, folders, globs or jsonl")
-    ep.add_argument("--batch-size", type=number(POSITIVE), default=8)
-    ep.add_argument("--n-samples", type=number(POSITIVE), default=8, help="Monte-Carlo samples (or quadrature nodes) of t per sequence (diffusion)")
-    ep.add_argument("--estimator", choices=("mc", "quadrature"), default="mc", help="how the diffusion bound's integral over t is estimated")
-    ep.add_argument("--max-sequences", type=number(POSITIVE), default=None, help="evaluate at most this many blocks per data set")
-    ep.add_argument("--text-field", default="text", help="field of jsonl records")
-    ep.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
-    ep.add_argument("--device", type=device, default=None)
-    ep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    common(ep)
-    ep.set_defaults(func=cmd_eval_ppl)
-    es = esub.add_parser("seq2seq", help="DiffuSeq metrics (BLEU, ROUGE-L, BERTScore, Dist-1, Self-BLEU, Div-4) of outputs")
-    es.add_argument("--hyp", default=None, help="outputs: a DiffuSeq output folder (seed*.json), DiffuSeq jsonl (recover/reference/source) or one a line")
-    es.add_argument("--ref", nargs="+", default=[], help="references: one file, or several aligned files (multi-reference)")
-    es.add_argument("--src", default=None, help="sources, one a line")
-    es.add_argument("--mbr", action="store_true", help="score the MBR choice among the candidates")
-    es.add_argument("--candidates-file", nargs="+", default=[], help="one output file per seed (Self-BLEU, Div-4, MBR)")
-    es.add_argument("--bertscore-model", default=None, help="local model folder for BERTScore (default: all-MiniLM-L6-v2 when installed; 'none': skip)")
-    es.add_argument("--bertscore-layers", type=number(NON_NEGATIVE), default=None, help="layer for BERTScore (needed for non-default models)")
-    es.add_argument("--no-progress", action="store_true")
-    common(es)
-    es.set_defaults(func=cmd_eval_seq2seq)
-    add_eval_suite_parsers(esub, sub, common)
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    add_task_parsers({"eval": esub, "bench": bsub}, common)
+    add_eval_report_parser(esub, common)
     dsub = add_distill_parsers(sub, common)  # `distill dlm-one`; `distill tcs` is added below, beside it
 
     cv = sub.add_parser("convert", help="write a released SEDD / MDLM checkpoint folder as a dlmkit checkpoint")
@@ -527,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     # `dlm eval RUN --data FILE` is short for `dlm eval ppl RUN --data FILE`
-    if len(argv) >= 2 and argv[0] == "eval" and argv[1] not in ("ppl", "seq2seq", "gen", "mauve", "harness", "report", "-h", "--help"):
+    if len(argv) >= 2 and argv[0] == "eval" and argv[1] not in [t.command[1] for t in TASKS.values() if t.command[0] == "eval"] + ["report", "-h", "--help"]:
         argv.insert(1, "ppl")
     if not _is_main_process():  # under torchrun, warnings (FSDP's, deprecations) once, from rank 0
         import warnings

@@ -58,6 +58,7 @@ class DataConfig:
     trg_field: str = "trg"
     max_src_len: int = 0
     max_trg_len: int = 0
+    format: str = ""  # "": the kind's own (packed text, or seq2seq rows for diffuseq); "seq2seq": [src sep trg] rows for any kind (an AR baseline)
 
 
 @dataclass

@@ -94,7 +94,7 @@ def prepare_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo) -> Tokenize
     folder = run_dir / "tokenizer"
     if info.is_main and not (folder / "tokenizer.json").is_file():
         corpus = None
-        if cfg.tokenizer.kind == "bpe" and get_method_class(cfg.model.kind).data_format == "seq2seq":
+        if cfg.tokenizer.kind == "bpe" and (cfg.data.format or get_method_class(cfg.model.kind).data_format) == "seq2seq":
             from dlmkit.data.seq2seq import load_pairs
 
             paths = [cfg.data.train] if isinstance(cfg.data.train, str) else cfg.data.train
@@ -109,7 +109,7 @@ def prepare_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo) -> Tokenize
 def prepare_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo) -> tuple[PackedBlocks, PackedBlocks, np.ndarray]:
     """Training blocks, and the validation blocks with the indices to use: the held-out split of
     the training text, or every block of ``data.valid`` when it is set."""
-    if get_method_class(cfg.model.kind).data_format == "seq2seq":
+    if (cfg.data.format or get_method_class(cfg.model.kind).data_format) == "seq2seq":
         from dlmkit.data.seq2seq_blocks import prepare_seq2seq
 
         return prepare_seq2seq(cfg, tokenizer)

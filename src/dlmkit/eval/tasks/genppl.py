@@ -24,15 +24,19 @@ Each row states the judge, the sample length, the steps, the precision and the s
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.io import atomic_path
+from dlmkit.plotting import pyplot
 from dlmkit.eval.metrics.diversity import diversity_stats
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.eval.tasks.registry import ints
 
 AR_NUCLEUS_P = 0.95
 PRECISION = "network float32; categorical draws float64"
@@ -161,3 +165,59 @@ def render_gen_table(rows: list[dict[str, Any]]) -> str:
         r = rows[0]
         lines.append(f"\nJudge: {r['judge']}; {r['n']} samples of {r['length']} tokens; {r['precision']}; seed {r['seed']}.")
     return "\n".join(lines)
+
+
+def plot_gen(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Generative perplexity and unigram entropy vs steps; AR rows as horizontal lines."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["--", ":", "-."]
+    for i, m in enumerate(models):
+        c = colors[i % len(colors)]
+        mine = [r for r in rows if r["model"] == m]
+        diff = sorted((r for r in mine if r.get("steps") is not None), key=lambda r: r["steps"])
+        for ax, key in zip(axes, ("gen_ppl", "unigram_entropy")):
+            if diff:
+                ax.plot([r["steps"] for r in diff], [r[key] for r in diff], "o-", color=c, label=f"{Path(m).name} ({diff[0]['kind']})")
+            for j, r in enumerate(r for r in mine if r.get("steps") is None):
+                ax.axhline(r[key], color=c, ls=styles[j % len(styles)], label=f"{Path(m).name} ({r['kind']}, {r['sampling']})")
+    for ax, label in zip(axes, ("generative perplexity", "unigram entropy (nats)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("sampling steps")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    judge = rows[0].get("judge", "?")
+    fig.suptitle(f"Unconditional samples of {rows[0].get('length')} tokens, judge: {judge}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm eval gen``: one row per steps value (AR: plain and nucleus rows)."""
+    return generative_perplexity(args.model, args.judge, n=args.n, steps=ints(args.steps), length=args.length, batch_size=args.batch_size,
+                                 judge_batch_size=args.judge_batch_size, seed=args.seed, device=args.device, progress=not args.no_progress)
+
+
+def render_result(result: dict[str, Any]) -> str:
+    return render_gen_table(result["gen"])
+
+
+def report_section(rows: list[dict[str, Any]], stem: Path) -> tuple[list[str], list[str]]:
+    p = plot_gen(rows, Path(f"{stem}_genppl.png"))
+    return [
+        "## Generative perplexity and diversity of unconditional samples",
+        "",
+        "Generative perplexity: exp(mean judge NLL per judge token over all samples); the per-sample column is the mean over samples of exp(sample NLL / sample tokens). "
+        "Diversity statistics are per sample on the model's own tokens, then averaged.",
+        "",
+        render_gen_table(rows),
+        "",
+        f"![generative perplexity]({p.name})",
+        "",
+    ], [str(p)]

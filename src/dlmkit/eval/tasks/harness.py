@@ -99,6 +99,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.eval.metrics.seq2seq import import_eval_dependency
 from dlmkit.eval.tasks.perplexity import resolve_device
 
 try:  # lm-eval is optional (the eval extra); the scorer below works without it
@@ -428,8 +429,6 @@ def run_harness(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run lm-eval tasks on a dlmkit model; returns per-task metrics and throughput."""
-    from dlmkit.eval.metrics.seq2seq import import_eval_dependency
-
     import_eval_dependency("lm_eval")
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -500,6 +499,23 @@ def render_harness_table(rows: list[dict[str, Any]]) -> str:
                 return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}" if key != "perplexity" else f"{v:.2f}"
             lines.append(f"| {r['model']} | {r['kind']} | {task} | {f('acc')} | {f('acc_norm')} | {f('perplexity')} | {note} |")
     return "\n".join(lines)
+
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm eval harness``: the tasks' metrics for one model."""
+    limit = None if args.limit is None else (float(args.limit) if "." in args.limit else int(args.limit))
+    return run_harness(args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path or [], limit=limit,
+                       n_samples=args.n_samples, seed=args.seed, steps=args.steps, num_fewshot=args.num_fewshot,
+                       batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+
+
+def render_result(result: dict[str, Any]) -> str:
+    return render_harness_table([result["harness"]])
+
+
+def report_section(entries: list[dict[str, Any]], stem: Any) -> tuple[list[str], list[str]]:
+    return ["## Benchmarks (lm-eval-harness)", "", "Diffusion log-likelihoods are Monte-Carlo ELBO lower bounds; AR log-likelihoods are exact.", "",
+            render_harness_table(entries), ""], []
 
 
 def lm_eval_cli(argv: Sequence[str] | None = None) -> int:

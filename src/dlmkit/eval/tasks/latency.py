@@ -26,22 +26,27 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
 
+from dlmkit.checks import check_output
+from dlmkit.engine.config import load_config
 from dlmkit.errors import DlmError
+from dlmkit.hub.model import DlmModel
+from dlmkit.io import atomic_path
+from dlmkit.methods.base import Specials, get_method_class
+from dlmkit.networks.transformer import BackboneConfig
+from dlmkit.plotting import readable_log_ticks
 from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.eval.tasks.registry import ints
 from dlmkit.runtime import network_autocast
 
 
 def random_model(kind: str, preset: str, seq_len: int, device: torch.device) -> Any:
     """A randomly initialised model of ``kind`` with ``preset``'s backbone and vocabulary size."""
-    from dlmkit.engine.config import load_config
-    from dlmkit.methods.base import Specials, get_method_class
-    from dlmkit.hub.model import DlmModel
-    from dlmkit.networks.transformer import BackboneConfig
 
     get_method_class(kind)
     cfg = load_config(preset)
@@ -67,6 +72,16 @@ def _cached_masked(model: Any, sampler: str | None) -> bool:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """``fn()`` and its wall time in seconds, the device synchronised before and after (so a GPU's
+    queued kernels are counted, not only their launch)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t0
 
 
 @torch.no_grad()
@@ -190,9 +205,6 @@ def plot_latency(result: dict[str, Any], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dlmkit.io import atomic_path
-    from dlmkit.plotting import readable_log_ticks
-
     rows = result["latency"]["rows"] if "latency" in result else result["rows"]
     fig, ax = plt.subplots(figsize=(6, 4))
     combos = sorted({(r["length"], r["batch"]) for r in rows})
@@ -228,3 +240,27 @@ def render_latency_table(result: dict[str, Any]) -> str:
         lines.append(f"| {r['model']} | {r['kind']} | {r['length']} | {r['batch']} | {steps} | {r['nfe']} | {r['seconds_per_sequence']:.4g} | {r['seconds_median']:.4g} |")
     lines.append(f"\nDevice: {lat['device_name']} ({lat['threads']} threads); median of {lat['repeats']} runs after {lat['warmup']} warm-up.")
     return "\n".join(lines)
+
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm bench latency``: the timing grid (and its plot with ``--plot``)."""
+    if args.plot:
+        check_output(args.plot, "--plot")
+    result = latency_benchmark(args.model, ar=args.ar, steps=ints(args.steps), lengths=ints(args.lengths), batches=ints(args.batch),
+                               repeats=args.repeats, warmup=args.warmup, device=args.device, random_init=args.random_init,
+                               ar_random=not args.no_ar, sampler=args.sampler, max_timed_steps=args.max_timed_steps,
+                               progress=not args.no_progress)
+    if args.plot:
+        result["plot"] = plot_latency(result, args.plot)
+    return result
+
+
+def report_section(entries: list[dict[str, Any]], stem: Path) -> tuple[list[str], list[str]]:
+    """One section per latency result, each with its plot."""
+    parts: list[str] = []
+    plots: list[str] = []
+    for k, lat in enumerate(entries):
+        p = Path(plot_latency(lat, str(Path(f"{stem}_latency{k or ''}.png"))))
+        plots.append(str(p))
+        parts += ["## Sampling latency" + (f" ({k + 1})" if len(entries) > 1 else ""), "", render_latency_table(lat), "", f"![latency]({p.name})", ""]
+    return parts, plots

@@ -24,6 +24,7 @@ Protocol (as in Deschenaux & Gulcehre 2024, Table 2, after the SSD-LM / MAUVE se
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,11 @@ from tqdm import tqdm
 from dlmkit.errors import DlmError
 from dlmkit.eval.tasks.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
-from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, mauve
+from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, extract_features, mauve
 from dlmkit.eval.tasks.perplexity import resolve_device
-from dlmkit.io import split_lines
+from dlmkit.eval.tasks.registry import ints
+from dlmkit.io import atomic_path, split_lines
+from dlmkit.plotting import pyplot
 from dlmkit.sampling.conditioning import Condition
 
 
@@ -161,8 +164,6 @@ class Featurizer:
             if self.features == "judge":
                 feats = self.judge.hidden_features(new, pooling="last", batch_size=16)
             else:
-                from dlmkit.eval.metrics.mauve import extract_features
-
                 feats = extract_features(new, self.path, pooling="mean", device=str(self.device))
             self._cache.update(zip(new, feats))
         return np.stack([self._cache[t] for t in texts])
@@ -239,3 +240,53 @@ def mauve_eval(
             "examples": examples,
         }
     }
+
+
+def plot_mauve(entries: list[dict[str, Any]], path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = [f"{Path(e['model']).name}\n{e['kind']}" + (f" T={e['steps']}" if e.get("steps") else "") for e in entries]
+    ax.bar(range(len(entries)), [e["mauve"] for e in entries], yerr=[e["mauve_std"] for e in entries], capsize=4)
+    ax.set_xticks(range(len(entries)), labels, fontsize=7)
+    ax.set_ylabel("MAUVE (mean ± std over seeds)")
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def render_mauve_table(entries: list[dict[str, Any]]) -> str:
+    lines = ["| model | kind | steps | MAUVE | std | seeds | documents (skipped short) | P + C tokens | features |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for e in entries:
+        lines.append(
+            f"| {e['model']} | {e['kind']} | {_fmt(e.get('steps'), 'd')} | {e['mauve']:.4f} | {e['mauve_std']:.4f} | {len(e['seeds'])} | "
+            f"{e['documents']} ({e['skipped_short']}) | {e['prompt_tokens']} + {e['continuation_tokens']} | {e['features']} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm eval mauve``: MAUVE of the model's continuations, mean and std over the seeds."""
+    opts: dict[str, Any] = {"num_buckets": args.num_buckets if args.num_buckets == "auto" else int(args.num_buckets)}
+    if args.kmeans_num_redo is not None:
+        opts["kmeans_num_redo"] = args.kmeans_num_redo
+    return mauve_eval(args.model, args.prompts, prompt_tokens=args.prompt_tokens, continuation_tokens=args.continuation_tokens, n=args.n,
+                      seeds=ints(args.seeds), steps=args.steps, features=args.features, judge=args.judge, batch_size=args.batch_size,
+                      device=args.device, text_field=args.text_field, mauve_options=opts, progress=not args.no_progress)
+
+
+def render_result(result: dict[str, Any]) -> str:
+    return render_mauve_table([result["mauve"]])
+
+
+def report_section(entries: list[dict[str, Any]], stem: Path) -> tuple[list[str], list[str]]:
+    p = plot_mauve(entries, Path(f"{stem}_mauve.png"))
+    return ["## MAUVE of prompted continuations", "", render_mauve_table(entries), "", f"![MAUVE]({p.name})", ""], [str(p)]

@@ -116,3 +116,19 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             f"{le}{r['ppl_seq_mean']:.2f} | {le}{r['nll_per_token']:.4f} ± {r['nll_stderr']:.4f} |"
         )
     return "\n".join(lines)
+
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm eval ppl``: the table of every model on every data set."""
+    return {"ppl": perplexity_table(args.models, args.data, batch_size=args.batch_size, n_samples=args.n_samples, estimator=args.estimator,
+                                    max_sequences=args.max_sequences, seed=args.seed, device=args.device, text_field=args.text_field,
+                                    progress=not args.no_progress)}
+
+
+def render_result(result: dict[str, Any]) -> str:
+    return render_table(result["ppl"])
+
+
+def report_section(rows: list[dict[str, Any]], stem: Any) -> tuple[list[str], list[str]]:
+    return ["## Likelihood (zero-shot perplexity)", "", "Per-token aggregation: exp(total NLL / total tokens); diffusion figures are upper bounds (`<=`).", "",
+            render_table(rows), ""], []

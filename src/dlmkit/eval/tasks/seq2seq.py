@@ -41,7 +41,10 @@ from dlmkit.eval.metrics.seq2seq import (
     clean_source,
     evaluate_seq2seq,
     read_lines,
+    seed_diversity,
 )
+from dlmkit.eval.metrics import bertscore as bertscore_metric
+from dlmkit.eval.metrics.mbr import mbr_decode
 
 
 @dataclass
@@ -147,9 +150,7 @@ def resolve_bertscore(model: str | None) -> tuple[str | None, str | None]:
             raise DlmError(f"BERTScore model folder not found: {model}")
         return model, None
     try:
-        from dlmkit.eval.metrics.bertscore import default_model_path
-
-        return default_model_path(), None
+        return bertscore_metric.default_model_path(), None
     except DlmError:
         if model == "default":
             raise
@@ -211,8 +212,6 @@ def run_eval(
         raise DlmError(f"{n} outputs but {len(sources)} sources")
     model, skipped = resolve_bertscore(bertscore_model)
     if mbr:
-        from dlmkit.eval.metrics.mbr import mbr_decode
-
         outputs = mbr_decode(candidates, progress=progress)  # type: ignore[arg-type]
     else:
         outputs = main.outputs if main is not None else [c[0] for c in candidates]  # type: ignore[index,union-attr]
@@ -258,14 +257,10 @@ def run_eval_folder(
         result["per_file"].append({"file": f.name, **evaluate_seq2seq(r.outputs, ref, sources=sources, **kw)})  # type: ignore[arg-type]
     candidates = [list(c) for c in zip(*(r.outputs for r in read))]
     if len(files) > 1:
-        from dlmkit.eval.metrics.seq2seq import seed_diversity
-
         result.update(seed_diversity(candidates, progress=progress))
         result["candidates_per_source"] = len(files)
     result["mbr"] = mbr
     if mbr:
-        from dlmkit.eval.metrics.mbr import mbr_decode
-
         chosen = mbr_decode(candidates, progress=progress)
         result["mbr_metrics"] = evaluate_seq2seq(chosen, references[0], sources=sources, **kw)  # type: ignore[arg-type]
     return _note_skipped(result, skipped)
@@ -300,3 +295,9 @@ def render(result: dict[str, Any]) -> str:
     if "mbr_metrics" in result:
         lines += ["", "MBR choice:", "", *_two_columns(result["mbr_metrics"])]
     return "\n".join(lines)
+
+
+def run_task(args: Any) -> dict[str, Any]:
+    """``dlm eval seq2seq``: the metrics of one output file (or folder) against its references."""
+    return run_eval(args.hyp, args.ref, src=args.src, mbr=args.mbr, candidates_files=args.candidates_file,
+                    bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, progress=not args.no_progress)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("nltk")
 pytest.importorskip("rouge_score")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 import diffuseq_bench as DB  # noqa: E402
 import seq2seq_rescore as R  # noqa: E402

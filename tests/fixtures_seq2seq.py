@@ -1,4 +1,4 @@
-"""Fixtures for the seq2seq (DiffuSeq) tests: tiny pair files and one tiny trained run
+"""Fixtures of the seq2seq (DiffuSeq) tests, loaded by tests/conftest.py: tiny pair files and one tiny trained run
 (offline settings, the token cache and ``shared_data`` come from tests/conftest.py)."""
 
 from pathlib import Path

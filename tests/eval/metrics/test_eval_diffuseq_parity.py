@@ -198,7 +198,7 @@ def write_folder(folder, pairs, seed=0):
 
 
 def shared_pairs(task, n):
-    root = Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+    root = Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"))
     path = root / "seq2seq" / task / "valid.jsonl"
     if not path.is_file():
         pytest.skip(f"{path} not found (set DLM_SHARED_DATA)")
