@@ -46,6 +46,7 @@ from dlmkit.engine.distributed import DistInfo, barrier, gather_objects, init_di
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.loggers import open_run_loggers
 from dlmkit.engine.runlock import RunLock
+from dlmkit.runtime import default_cache_dir
 
 LossFn = Callable[[Any, nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 FULL = StateDictOptions(full_state_dict=True)
@@ -69,10 +70,6 @@ class TrainResult:
 def say(message: str) -> None:
     """A message to standard error that does not break the progress bar."""
     tqdm.write(message, file=sys.stderr)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DLM_CACHE", Path.home() / ".cache" / "dlmkit"))
 
 
 def lr_factor(step: int, cfg: RunConfig) -> float:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.runtime import resolve_device
 
 SMOLLM2 = "smollm2"
 
@@ -299,8 +300,6 @@ def load_judge(spec: str, device: str | torch.device | None = None, *, cache: bo
 
     Never downloads: a name that is none of these is a :class:`DlmError`.
     """
-    from dlmkit.eval.tasks.perplexity import resolve_device
-
     dev = resolve_device(str(device) if device is not None else None)
     if spec.lower() in (SMOLLM2, "smollm2-135m"):
         path = smollm2_path()

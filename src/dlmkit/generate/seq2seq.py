@@ -21,6 +21,7 @@ import torch
 
 from dlmkit.data.seq2seq_blocks import frame_rows, source_cap
 from dlmkit.errors import DlmError
+from dlmkit.runtime import resolve_device
 from dlmkit.io import jsonl_records
 
 
@@ -193,7 +194,6 @@ def sample_seq2seq(
     the source file has references or ``out`` ends in ``.jsonl``; else one output a line.
     ``recover`` is the MBR choice among the candidates with ``mbr``, else candidate 0.
     """
-    from dlmkit.eval.tasks.perplexity import resolve_device
     from dlmkit.hub.checkpoint import load_model
 
     if mbr and candidates < 2:

@@ -9,7 +9,7 @@ import torch
 
 from dlmkit.errors import DlmError
 from dlmkit.runtime import network_autocast
-from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.runtime import resolve_device
 from dlmkit.sampling.conditioning import Condition
 from dlmkit.hub.checkpoint import load_model
 

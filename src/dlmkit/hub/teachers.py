@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dlmkit.data.tokenizer import Tokenizer, load_hf
 from dlmkit.errors import DlmError
+from dlmkit.runtime import resolve_device
 
 LogitsFn = Callable[[Tensor], Tensor]
 
@@ -136,8 +137,6 @@ def load_teacher(spec: str, device: str | torch.device | None = None, *, cache: 
 
     Never downloads. The mask token of the resulting vocabulary is excluded from the targets.
     """
-    from dlmkit.eval.tasks.perplexity import resolve_device
-
     dev = resolve_device(str(device) if device is not None else None)
     path = Path(spec)
     if path.is_dir() and _is_dlmkit(path):

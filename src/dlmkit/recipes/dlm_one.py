@@ -48,6 +48,7 @@ from dlmkit.data.blocks import BlockSampler
 from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion.gaussian import masked_mean
 from dlmkit.diffusion import sid
+from dlmkit.runtime import resolve_device
 from dlmkit.errors import DlmError
 from dlmkit.io import append_jsonl, write_json
 from dlmkit.methods.diffuseq import DiffuSeqNet, unwrap
@@ -252,8 +253,6 @@ class DLMOneDistiller:
 
     def __init__(self, teacher_path: str, out_dir: str, cfg: DistillConfig | None = None, *, data: str | None = None,
                  valid: str | None = None, device: str | None = None, progress: bool = True):
-        from dlmkit.eval.tasks.perplexity import resolve_device
-
         self.device = resolve_device(device)
         self.out = Path(out_dir)
         self.progress = progress

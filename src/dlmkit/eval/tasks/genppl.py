@@ -32,7 +32,7 @@ from tqdm import tqdm
 from dlmkit.errors import DlmError
 from dlmkit.eval.metrics.diversity import diversity_stats
 from dlmkit.eval.judges import Judge, load_judge
-from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.runtime import resolve_device
 
 AR_NUCLEUS_P = 0.95
 PRECISION = "network float32; categorical draws float64"

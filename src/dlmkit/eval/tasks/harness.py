@@ -99,7 +99,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.runtime import resolve_device
 
 try:  # lm-eval is optional (the eval extra); the scorer below works without it
     from lm_eval.api.model import LM as _LMBase

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.runtime import resolve_device
 from dlmkit.runtime import network_autocast
 
 

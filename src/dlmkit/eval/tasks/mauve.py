@@ -37,7 +37,7 @@ from dlmkit.errors import DlmError
 from dlmkit.eval.tasks.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, mauve
-from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.runtime import resolve_device
 from dlmkit.io import split_lines
 from dlmkit.sampling.conditioning import Condition
 
