@@ -42,6 +42,7 @@ from dlmkit.methods.base import Specials, get_method_class
 from dlmkit.hub.model import DlmModel, read_weights
 from dlmkit.networks.transformer import BackboneConfig
 from dlmkit.hub import checkpoint as ckpt
+from dlmkit.hub.load import load as load_model
 from dlmkit.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.loggers import open_run_loggers
@@ -148,7 +149,7 @@ def load_start(cfg: RunConfig) -> tuple[DlmModel, Tokenizer]:
     """The model ``model.init_from`` names, with its tokenizer; ``cfg.model`` is set to its kind and shape."""
     path = cfg.model.init_from
     assert path
-    model, tokenizer = ckpt.load_model(path)
+    model, tokenizer = load_model(path)
     if not isinstance(model, DlmModel):
         raise DlmError(f"model.init_from={path}: a Hugging Face causal LM cannot start a dlmkit run "
                        "(give a dlmkit run or checkpoint, or a released SEDD / MDLM folder)")

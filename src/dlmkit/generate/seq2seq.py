@@ -23,6 +23,7 @@ from dlmkit.data.seq2seq_blocks import frame_rows, source_cap
 from dlmkit.errors import DlmError
 from dlmkit.runtime import resolve_device
 from dlmkit.io import jsonl_records
+from dlmkit.hub.load import load as load_model
 
 
 def read_sources(path: str | Path) -> tuple[list[str], list[str] | None]:
@@ -194,8 +195,6 @@ def sample_seq2seq(
     the source file has references or ``out`` ends in ``.jsonl``; else one output a line.
     ``recover`` is the MBR choice among the candidates with ``mbr``, else candidate 0.
     """
-    from dlmkit.hub.checkpoint import load_model
-
     if mbr and candidates < 2:
         raise DlmError("--mbr needs --candidates of at least 2")
     sources, refs = read_sources(src_file)

@@ -11,7 +11,7 @@ from dlmkit.errors import DlmError
 from dlmkit.runtime import network_autocast
 from dlmkit.runtime import resolve_device
 from dlmkit.sampling.conditioning import Condition
-from dlmkit.hub.checkpoint import load_model
+from dlmkit.hub.load import load as load_model
 
 
 def build_condition(

@@ -1,8 +1,8 @@
 """Hugging Face causal LMs as dlmkit AR models: the AR side of every comparison.
 
-``load_hf_causal(path)`` takes a local ``AutoModelForCausalLM`` folder (GPT-2, SmolLM2, ...), a
-``.gguf`` file or a folder holding one (de-quantised by transformers, through the same loader
-and cache the judges use), and returns an :class:`HFCausalModel`: the ``ar`` kind's
+:func:`dlmkit.hub.hf.load_hf_causal` reads a local ``AutoModelForCausalLM`` folder (GPT-2,
+SmolLM2, ...), a ``.gguf`` file or a folder holding one (de-quantised by transformers) into an
+:class:`HFCausalModel`: the ``ar`` kind's
 :class:`~dlmkit.methods.ar.AutoRegressive` method over an :class:`HFCausalNet`, so every command
 that takes an AR checkpoint (``dlm eval ppl``, ``dlm sample``, ``dlm eval gen/mauve/harness``,
 ``dlm bench latency --ar``) takes such a model too.
@@ -29,7 +29,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 from torch import Tensor, nn
 
-from dlmkit.data.tokenizer import TOKENIZER_FILE, Tokenizer, _declared_specials, _read_hf
+from dlmkit.data.tokenizer import Tokenizer, _declared_specials, _read_hf
 from dlmkit.errors import DlmError
 from dlmkit.methods.ar import AutoRegressive
 from dlmkit.methods.base import Specials
@@ -159,36 +159,3 @@ def is_causal_lm_config(config: dict[str, Any]) -> bool:
         return False
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-
-def load_hf_causal(path: str | Path, device: str | torch.device = "cpu") -> tuple[HFCausalModel, Tokenizer]:
-    """A local HF causal-LM folder, a ``.gguf`` file or a folder holding one, as an ``ar`` model."""
-    from dlmkit.eval.judges import _load_gguf
-
-    path = Path(path)
-    dev = torch.device(device)
-    ggufs = [path] if path.is_file() else ([] if (path / "config.json").is_file() else sorted(path.glob("*.gguf")))
-    if path.is_file() and path.suffix != ".gguf":
-        raise DlmError(f"{path}: a model file must be a .gguf file (or give a model folder)")
-    if ggufs:
-        hf_model, hf_tok = _load_gguf(ggufs[0], dev)
-        tokenizer = tokenizer_from_transformers(hf_tok)
-        model = HFCausalModel(hf_model, tokenizer, name=str(path), source={"layout": "gguf", "path": str(ggufs[0])})
-        return model.to(dev).eval(), tokenizer
-    from transformers import AutoModelForCausalLM
-
-    try:
-        hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise DlmError(f"{path}: cannot load a Hugging Face causal LM from this folder ({str(e).splitlines()[0]})") from None
-    if (path / TOKENIZER_FILE).is_file():
-        tokenizer = tokenizer_from_folder(path)
-    else:
-        from transformers import AutoTokenizer
-
-        try:
-            hf_tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise DlmError(f"{path}: no tokenizer for this model ({str(e).splitlines()[0]})") from None
-        tokenizer = tokenizer_from_transformers(hf_tok)
-    model = HFCausalModel(hf_model, tokenizer, name=str(path), source={"layout": "hf_causal", "path": str(path), "model_type": hf_model.config.model_type})
-    return model.to(dev).eval(), tokenizer

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from dlmkit.errors import DlmError
 from dlmkit.eval.metrics.diversity import diversity_stats
 from dlmkit.eval.judges import Judge, load_judge
+from dlmkit.hub.load import load as load_model
 from dlmkit.runtime import resolve_device
 
 AR_NUCLEUS_P = 0.95
@@ -42,8 +43,6 @@ def _load(model: Any, device: torch.device) -> tuple[Any, Any, str]:
     if isinstance(model, tuple):
         m, tok = model
         return m, tok, getattr(m, "name_or_path", m.kind)
-    from dlmkit.hub.checkpoint import load_model
-
     m, tok = load_model(model, device)
     return m, tok, str(model)
 

@@ -99,6 +99,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.hub.load import load as load_model
 from dlmkit.runtime import resolve_device
 
 try:  # lm-eval is optional (the eval extra); the scorer below works without it
@@ -305,8 +306,6 @@ class DlmkitLM(_LMBase):  # type: ignore[misc,valid-type]
         if model is None:
             if not pretrained:
                 raise DlmError("model_args need pretrained=MODEL_OR_RUN_FOLDER")
-            from dlmkit.hub.checkpoint import load_model
-
             if device and str(device).startswith("cuda") and not torch.cuda.is_available():
                 device = None  # lm-eval's CLI passes its default "cuda" even on a CPU-only machine
             model, tokenizer = load_model(pretrained, resolve_device(device))

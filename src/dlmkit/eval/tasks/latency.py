@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.hub.load import load as load_model
 from dlmkit.runtime import resolve_device
 from dlmkit.runtime import network_autocast
 
@@ -118,8 +119,6 @@ def latency_benchmark(
     if not steps or min(steps) < 1 or not lengths or min(lengths) < 1 or not batches or min(batches) < 1:
         raise DlmError("--steps, --lengths and --batch must be positive integers")
     dev = resolve_device(device)
-    from dlmkit.hub.checkpoint import load_model
-
     if random_init:
         diff = random_model(model, random_init, max(lengths), dev)
         name = f"{model} (random init, {random_init})"

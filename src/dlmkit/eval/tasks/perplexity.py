@@ -23,7 +23,7 @@ from tqdm import tqdm
 from dlmkit.data.blocks import PackedBlocks
 from dlmkit.data.corpus import tokenize_corpus
 from dlmkit.runtime import network_autocast
-from dlmkit.hub.checkpoint import load_model
+from dlmkit.hub.load import load as load_model
 from dlmkit.runtime import default_cache_dir, resolve_device
 
 
