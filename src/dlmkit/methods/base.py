@@ -30,10 +30,12 @@ class Specials:
 
 @dataclass
 class SampleOutput:
-    """Sampled token ids [B, L] and the number of network evaluations it took."""
+    """Sampled token ids [B, L], the number of network evaluations it took and (from
+    :func:`dlmkit.generate.generate`) the seconds it took."""
 
     tokens: Tensor
     nfe: int
+    seconds: float = 0.0
 
 
 class Method(ABC):
