@@ -43,6 +43,7 @@ from dlmkit.hub.model import DlmModel, read_weights
 from dlmkit.networks.transformer import BackboneConfig
 from dlmkit.hub import checkpoint as ckpt
 from dlmkit.hub.load import load as load_model
+from dlmkit.generate.preview import preview_texts
 from dlmkit.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.loggers import open_run_loggers
@@ -532,8 +533,8 @@ class Trainer:
             return None
         gen = torch.Generator(device=self.info.device).manual_seed(self.cfg.seed)
         with self._inference_weights(), torch.no_grad():
-            texts = self.method.preview(
-                self.model.net, self.tokenizer, n=n, length=self.cfg.model.seq_len, steps=self.cfg.train.sample_steps,
+            texts = preview_texts(
+                self.model, self.tokenizer, n=n, length=self.cfg.model.seq_len, steps=self.cfg.train.sample_steps,
                 generator=gen, blocks=self.valid_blocks, order=self.valid_order,
             )
         if not self.info.is_main:

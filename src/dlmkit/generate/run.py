@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.generate.prompt import Prompt, SourceRows, Spans, Unconditional
@@ -28,6 +29,8 @@ def generate(
     length: int | None = None,
     options: dict[str, Any] | None = None,
     autocast: bool = True,
+    progress: bool = False,
+    desc: str = "sample",
 ) -> SampleOutput:
     """``n`` sequences from a loaded model (``DlmModel`` or an HF causal model), ``batch`` at a time.
 
@@ -35,7 +38,8 @@ def generate(
     ``n`` is the number of rows). ``seed``: an int seeds one generator for the whole call (the
     batches draw from it in turn); a ``torch.Generator`` is drawn from as it stands. ``length``:
     tokens per sequence (default the model's context). ``options``: the kind's sampler options.
-    ``autocast``: bf16 autocast of the network on CUDA (see :mod:`dlmkit.runtime`).
+    ``autocast``: bf16 autocast of the network on CUDA (see :mod:`dlmkit.runtime`); ``progress``:
+    a progress bar over the batches, labelled ``desc``.
 
     Returns the tokens [n, length] on the CPU, ``nfe`` (network calls of the longest batch; for
     AR source rows the tokens generated) and ``seconds``. AR source rows come back as
@@ -61,7 +65,7 @@ def generate(
         raise DlmError("--n must be at least 1")
     condition = prompt.condition if isinstance(prompt, Spans) else None
     out, nfe = [], 0
-    for i in range(0, n, batch):
+    for i in tqdm(range(0, n, batch), desc=desc, disable=not progress, leave=False):
         b = min(batch, n - i)
         if isinstance(prompt, SourceRows):
             condition = rows[i : i + b]

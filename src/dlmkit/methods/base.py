@@ -83,14 +83,6 @@ class Method(ABC):
     def load_train_state(self, state: dict[str, Tensor]) -> None:
         """Restore what :meth:`train_state` returned."""
 
-    def preview(self, net: nn.Module, tokenizer: Any, *, n: int, length: int, steps: int, generator: torch.Generator, blocks: Any = None, order: Any = None) -> list[str]:
-        """A few decoded samples for the run folder (unconditional for LM kinds).
-
-        Kinds whose samples need an input (seq2seq) draw it from ``blocks.batch(order[:n])``.
-        """
-        out = self.sample(net, n, length, steps=steps, generator=generator)
-        return tokenizer.decode_batch(out.tokens.tolist())
-
     @abstractmethod
     def nll(
         self,

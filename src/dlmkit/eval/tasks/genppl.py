@@ -27,11 +27,11 @@ import time
 from typing import Any, Sequence
 
 import torch
-from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.eval.metrics.diversity import diversity_stats
 from dlmkit.eval.judges import Judge, load_judge
+from dlmkit.generate import Unconditional, generate
 from dlmkit.hub.load import load as load_model
 from dlmkit.runtime import resolve_device
 
@@ -55,15 +55,9 @@ def check_lm_kind(model: Any) -> None:
 @torch.no_grad()
 def draw_samples(model: Any, n: int, length: int, *, steps: int, seed: int, batch_size: int, options: dict[str, Any] | None = None, progress: bool = False, desc: str = "sample") -> tuple[list[list[int]], int, float]:
     """``n`` unconditional samples (token ids), the network calls per batch and the seconds taken."""
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    ids: list[list[int]] = []
-    nfe = 0
-    start = time.perf_counter()
-    for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
-        out = model.method.sample(model.net, min(batch_size, n - i), length, steps=steps, generator=gen, **(options or {}))
-        ids += out.tokens.cpu().tolist()
-        nfe = max(nfe, out.nfe)
-    return ids, nfe, time.perf_counter() - start
+    out = generate(model, Unconditional(), n, steps, batch_size, seed, length=length, options=options, autocast=False,
+                   progress=progress, desc=desc)
+    return out.tokens.tolist(), out.nfe, out.seconds
 
 
 def generative_perplexity(

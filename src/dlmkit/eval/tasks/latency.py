@@ -32,9 +32,9 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.generate import Unconditional, generate
 from dlmkit.hub.load import load as load_model
 from dlmkit.runtime import resolve_device
-from dlmkit.runtime import network_autocast
 
 
 def random_model(kind: str, preset: str, seq_len: int, device: torch.device) -> Any:
@@ -77,14 +77,12 @@ def time_sampler(model: Any, *, batch: int, length: int, steps: int, repeats: in
     gen = torch.Generator(device=dev).manual_seed(seed)
     nfe = 0
     for _ in range(warmup):
-        with network_autocast(dev):
-            model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
+        generate(model, Unconditional(), batch, steps, batch, gen, length=length, options=options)
     times = []
     for _ in range(repeats):
         _sync(dev)
         t0 = time.perf_counter()
-        with network_autocast(dev):
-            out = model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
+        out = generate(model, Unconditional(), batch, steps, batch, gen, length=length, options=options)
         _sync(dev)
         times.append(time.perf_counter() - t0)
         nfe = out.nfe
