@@ -70,7 +70,6 @@ ALLOWED: set[str] = {
     "dlmkit.eval.tasks.seq2seq -> dlmkit.eval.metrics.bertscore (inside a function)",
     "dlmkit.eval.tasks.seq2seq -> dlmkit.eval.metrics.mbr (inside a function)",
     "dlmkit.eval.tasks.seq2seq -> dlmkit.eval.metrics.seq2seq (inside a function)",
-    "dlmkit.hub.model -> dlmkit.data.tokenizer (inside a function)",
     "dlmkit.methods.base -> dlmkit.methods (inside a function)",
     "dlmkit.networks.hf_causal -> dlmkit.methods.ar (up a layer)",
     "dlmkit.networks.hf_causal -> dlmkit.methods.base (up a layer)",

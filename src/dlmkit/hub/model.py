@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from dlmkit.data.tokenizer import SPECIALS_FILE, TOKENIZER_FILE, Tokenizer
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, Specials, get_method_class
 from dlmkit.networks.transformer import BackboneConfig
@@ -97,8 +98,6 @@ class DlmModel(nn.Module, PyTorchModelHubMixin, library_name="dlmkit", tags=["di
     def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", **kwargs: Any) -> "DlmModel":
         """Load from a local folder (or, when the user asks for a hub id, its safetensors and
         tokenizer files), with its tokenizer attached as ``model.tokenizer``."""
-        from dlmkit.data.tokenizer import SPECIALS_FILE, TOKENIZER_FILE, Tokenizer
-
         folder = Path(model_id)
         if not folder.is_dir():
             from huggingface_hub import hf_hub_download
