@@ -81,9 +81,9 @@ class DlmModel(nn.Module, PyTorchModelHubMixin, library_name="dlmkit", tags=["di
     def save_pretrained(self, save_directory: str | Path, *, tokenizer: Any = None, **kwargs: Any) -> Any:
         """Write a complete model folder: ``config.json``, ``model.safetensors``, a model card and
         the tokenizer (``tokenizer.json``, ``dlm_tokenizer.json``, ``tokenizer_config.json``,
-        ``special_tokens_map.json``), loadable by ``from_pretrained``, ``load_model``, every
+        ``special_tokens_map.json``), loadable by ``from_pretrained``, ``dlmkit.hub.load.load``, every
         ``dlm`` command and transformers' ``AutoTokenizer``. ``tokenizer`` is needed unless the
-        model came from ``load_model``/``from_pretrained``, which attach theirs."""
+        model came from ``load``/``from_pretrained``, which attach theirs."""
         if tokenizer is not None:
             self.tokenizer = tokenizer
         if self.tokenizer is None:
