@@ -2,6 +2,6 @@
 
 from dlmkit.generate.prompt import Prompt, SourceRows, Spans, Unconditional
 from dlmkit.generate.run import generate, target_ids
-from dlmkit.methods.base import SampleOutput
+from dlmkit.sampling.output import SampleOutput
 
 __all__ = ["Prompt", "SampleOutput", "SourceRows", "Spans", "Unconditional", "generate", "target_ids"]

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.generate.prompt import Prompt, SourceRows, Spans, Unconditional
-from dlmkit.methods.base import SampleOutput
+from dlmkit.sampling.output import SampleOutput
 from dlmkit.runtime import network_autocast
 from dlmkit.sampling.autoregressive import generate as ar_generate
 

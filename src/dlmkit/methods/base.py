@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dlmkit.errors import DlmError
 from dlmkit.networks.transformer import BackboneConfig, Transformer
+from dlmkit.sampling.output import SampleOutput
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,6 @@ class Specials:
     pad: int
     mask: int
     sep: int
-
-
-@dataclass
-class SampleOutput:
-    """Sampled token ids [B, L], the number of network evaluations it took and (from
-    :func:`dlmkit.generate.generate`) the seconds it took."""
-
-    tokens: Tensor
-    nfe: int
-    seconds: float = 0.0
 
 
 class Method(ABC):
