@@ -87,3 +87,15 @@ def test_source_rows_need_a_pair_model_and_n_is_checked(tok):
         generate(tiny("mdlm", tok), SourceRows(rows))
     with pytest.raises(DlmError, match="--n must be at least 1"):
         generate(tiny("mdlm", tok), Unconditional(), 0)
+
+
+def test_importing_generate_loads_no_engine_eval_hub_or_transformers():
+    import subprocess
+    import sys
+
+    code = "import sys, dlmkit.generate; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    mods = out.stdout.split()
+    bad = [m for m in mods if m.startswith(("dlmkit.engine", "dlmkit.eval", "dlmkit.hub", "dlmkit.recipes", "transformers"))]
+    assert "dlmkit.generate.run" in mods and not bad, bad

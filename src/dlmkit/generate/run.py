@@ -54,7 +54,7 @@ def generate(
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator(device=dev).manual_seed(seed)
     start = time.perf_counter()
     if isinstance(prompt, SourceRows) and model.method.data_format != "seq2seq":
-        if model.kind != "ar":
+        if not model.method.causal:
             raise DlmError(f"a {model.kind} model does not map sources to targets (use a diffuseq or ar model trained on pairs)")
         tokens, nfe = _ar_targets(model, prompt.rows, batch, gen, options, autocast)
         return SampleOutput(tokens=tokens, nfe=nfe, seconds=time.perf_counter() - start)
@@ -69,15 +69,15 @@ def generate(
         b = min(batch, n - i)
         if isinstance(prompt, SourceRows):
             condition = rows[i : i + b]
-        with network_autocast(dev) if autocast else _nothing():
+        with _autocast(dev, autocast):
             res = model.method.sample(model.net, b, length, steps=steps, generator=gen, condition=condition, **options)
         out.append(res.tokens.cpu())
         nfe = max(nfe, res.nfe)
     return SampleOutput(tokens=torch.cat(out), nfe=nfe, seconds=time.perf_counter() - start)
 
 
-def _nothing() -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext()
+def _autocast(device: torch.device, on: bool) -> contextlib.AbstractContextManager:
+    return network_autocast(device) if on else contextlib.nullcontext()
 
 
 def _ar_targets(model: Any, rows: Tensor, batch: int, gen: torch.Generator, options: dict[str, Any], autocast: bool) -> tuple[Tensor, int]:
@@ -98,7 +98,7 @@ def _ar_targets(model: Any, rows: Tensor, batch: int, gen: torch.Generator, opti
         for i in range(0, len(idx), batch):
             chunk = idx[i : i + batch]
             prompt = torch.tensor([prompts[j] for j in chunk], dtype=torch.long, device=model.device)
-            with network_autocast(model.device) if autocast else _nothing():
+            with _autocast(model.device, autocast):
                 toks = ar_generate(model.net, prompt, new, generator=gen, stop_ids=(sp.eos, sp.sep), **options)
             nfe = max(nfe, toks.shape[1] - plen)
             out[chunk, : toks.shape[1] - 1] = toks[:, 1:].cpu()

@@ -38,7 +38,7 @@ def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *, cache: 
     if hf.is_smollm2(str(spec)):
         return hf.load_hf_causal(str(spec), device, cache=cache)
     p = Path(spec)
-    if p.is_file() and p.suffix == ".gguf" or hf.gguf_file(p) is not None:
+    if hf.gguf_file(p) is not None:
         return hf.load_hf_causal(p, device, cache=cache)
     if p.is_dir() and (p / CONFIG_NAME).is_file():
         layout = released.detect_layout(released.read_json_config(p), str(p / CONFIG_NAME))
