@@ -55,7 +55,8 @@ from dlmkit.eval.metrics.degeneracy import degeneracy  # noqa: E402
 from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
 from dlmkit.hub.model import DlmModel  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
-from dlmkit.hub.checkpoint import load_model, step_folders  # noqa: E402
+from dlmkit.hub.checkpoint import step_folders  # noqa: E402
+from dlmkit.hub.load import load as load_model  # noqa: E402
 from dlmkit.engine.loop import train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t", "simplification")

@@ -32,7 +32,7 @@ import diffuseq_bench as DB  # noqa: E402
 
 from dlmkit.data.seq2seq_blocks import build_blocks  # noqa: E402
 from dlmkit.methods.diffuseq import unwrap  # noqa: E402
-from dlmkit.hub.checkpoint import load_model  # noqa: E402
+from dlmkit.hub.load import load as load_model  # noqa: E402
 
 
 @torch.no_grad()

@@ -41,7 +41,8 @@ from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
 from dlmkit.eval.tasks.latency import timed
 from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
 from dlmkit.io import write_json
-from dlmkit.hub.checkpoint import load_model, step_folders
+from dlmkit.hub.checkpoint import step_folders
+from dlmkit.hub.load import load as load_model
 from dlmkit.engine.loop import train
 
 KINDS = ["ar", "mdlm", "sedd_absorb", "sedd_uniform"]

@@ -61,7 +61,7 @@ import diffuseq_bench as DB  # noqa: E402
 from dlmkit.recipes.dlm_one import DistillConfig, apply_overrides, distill_dlm_one  # noqa: E402
 from dlmkit.methods.dlm_one import paper_step  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
-from dlmkit.hub.checkpoint import load_model  # noqa: E402
+from dlmkit.hub.load import load as load_model  # noqa: E402
 
 TASKS = ("qqp", "quasar_t")
 

@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     from dlmkit.eval.judges import load_judge
     from dlmkit.eval.tasks.latency import latency_benchmark
     from dlmkit.eval.tasks.mauve import Featurizer, mauve_eval
-    from dlmkit.eval.tasks.perplexity import evaluate_model_on, resolve_device
+    from dlmkit.eval.tasks.perplexity import evaluate_model_on
+    from dlmkit.runtime import resolve_device
     from dlmkit.eval.report import write_report
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     size = "quick" if args.quick else args.size
     cfg = settings(size)

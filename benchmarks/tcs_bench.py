@@ -67,7 +67,7 @@ def ar_teacher(args, size: dict, work: Path) -> str:
 def teacher_genppl(run: str, teacher, *, n: int, steps: int, seed: int, batch: int) -> dict:
     """Unconditional samples of the student scored by the teacher (ids shared, no retokenisation)."""
     from dlmkit.eval.tasks.genppl import draw_samples
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     model, _ = load_model(run, teacher.device)
     ids, nfe, secs = draw_samples(model, n, model.seq_len, steps=steps, seed=seed, batch_size=batch)

@@ -64,3 +64,15 @@ def network_autocast(device: torch.device | str) -> contextlib.AbstractContextMa
     if _AUTOCAST["enabled"] and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` or, when unset, CUDA if present else the CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_cache_dir() -> Path:
+    """Where dlmkit caches tokenised data and converted models: ``DLM_CACHE``, else ``~/.cache/dlmkit``."""
+    return Path(os.environ.get("DLM_CACHE", Path.home() / ".cache" / "dlmkit"))

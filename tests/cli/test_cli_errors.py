@@ -218,6 +218,7 @@ def test_disk_full_while_writing_a_checkpoint(corpus, tiny_overrides, tmp_path, 
     """ENOSPC inside the second checkpoint write (as safetensors reports it): one-line error, exit 2,
     the first checkpoint intact and loadable, no temporary folder left behind."""
     import dlmkit.hub.checkpoint as ckpt
+    from dlmkit.hub.load import load as load_model
 
     run = tmp_path / "run"
     first = run / "checkpoints" / "step_0000004"
@@ -237,6 +238,6 @@ def test_disk_full_while_writing_a_checkpoint(corpus, tiny_overrides, tmp_path, 
     assert_one_line_error(err.splitlines()[-1] + "\n", "No space left on device")
     assert "Traceback" not in err
     monkeypatch.undo()
-    model, _ = ckpt.load_model(first)
+    model, _ = load_model(first)
     assert ckpt.step_folders(run) == [first]
     assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]

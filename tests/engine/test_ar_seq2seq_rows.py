@@ -8,7 +8,7 @@ import pytest
 from dlmkit.engine.config import load_config
 from dlmkit.engine.loop import train
 from dlmkit.errors import DlmError
-from dlmkit.hub.checkpoint import load_model
+from dlmkit.hub.load import load as load_model
 from seq2seq_pairs import TINY
 
 

@@ -27,6 +27,7 @@ from dlmkit.cli import main
 from dlmkit.engine.config import dump_yaml, load_config
 from dlmkit.errors import DlmError
 from dlmkit.hub import checkpoint as ckpt
+from dlmkit.hub.load import load as load_model
 from dlmkit.engine.loop import Trainer, lr_factor, resume_config, train
 
 
@@ -89,7 +90,7 @@ def test_mixed_up_checkpoint_folder_is_refused(tiny_cfg, tiny_overrides, tmp_pat
     shutil.copytree(ckpt.step_folders(Path(ar.out_dir))[0], mixed)
     shutil.copy(ckpt.step_folders(Path(md.out_dir))[0] / "model.safetensors", mixed / "model.safetensors")
     with pytest.raises(ckpt.CheckpointMismatch, match="another model"):
-        ckpt.load_model(mixed)
+        load_model(mixed)
     rc, err = cli(capsys, "train", "tiny", *tiny_overrides, f"data.train={ar.data.train}", f"out_dir={tmp_path / 'x'}", "--init-from", str(mixed), "--no-progress")
     assert rc == 2 and "another model" in err and len(err.strip().splitlines()) == 1
     # a tokenizer of the same size trained on other text: another fingerprint
@@ -103,7 +104,7 @@ def test_mixed_up_checkpoint_folder_is_refused(tiny_cfg, tiny_overrides, tmp_pat
     for name in ("tokenizer.json", "dlm_tokenizer.json"):
         shutil.copy(ckpt.step_folders(Path(other.out_dir))[0] / name, step / name)
     with pytest.raises(ckpt.CheckpointMismatch, match="another tokenizer"):
-        ckpt.load_model(step)
+        load_model(step)
     with pytest.raises(ckpt.CheckpointMismatch):
         train(resume_config(ar.out_dir, ["train.steps=3"]), resume=True, progress=False)
 
@@ -287,7 +288,7 @@ def test_files_respect_the_umask(tiny_cfg, tmp_path, umask, capsys):
 def test_checkpoint_publish_is_durable(tiny_cfg, monkeypatch):
     cfg = tiny_cfg("run", "train.steps=1")
     train(cfg, progress=False)
-    model, tok = ckpt.load_model(cfg.out_dir)
+    model, tok = load_model(cfg.out_dir)
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
@@ -311,7 +312,7 @@ def test_sample_and_eval_fall_back_to_the_newest_good_checkpoint(tiny_cfg, capsy
     run = Path(cfg.out_dir)
     newest = run / "checkpoints" / "step_0000008" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:200])
-    model, _ = ckpt.load_model(run)
+    model, _ = load_model(run)
     err = capsys.readouterr().err
     assert "step_0000008" in err and "using" in err and "step_0000004" in err
     want = load_file(str(run / "checkpoints" / "step_0000004" / "model.safetensors"))

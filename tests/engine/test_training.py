@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from dlmkit.engine.config import dump_yaml
 from dlmkit.errors import DlmError
-from dlmkit.hub.checkpoint import load_model, step_folders
+from dlmkit.hub.checkpoint import step_folders
+from dlmkit.hub.load import load as load_model
 from dlmkit.engine.loop import resume_config, train
 
 

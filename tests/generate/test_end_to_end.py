@@ -24,7 +24,7 @@ def test_loss_decreases_through_the_training_loop(trained_run):
 
 
 def test_checkpoint_round_trip(trained_run):
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     run, _ = trained_run
     model, tok = load_model(run)

@@ -8,7 +8,7 @@ import torch
 
 from dlmkit.errors import DlmError
 from dlmkit.hub.model import DlmModel
-from dlmkit.hub.checkpoint import load_model
+from dlmkit.hub.load import load as load_model
 from dlmkit.engine.loop import train
 
 

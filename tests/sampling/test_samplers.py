@@ -235,7 +235,7 @@ def test_one_step_generator_fits_the_protocol():
     class OneStep:
         def sample(self, x_cond, target_mask, generator=None):
             x = torch.where(target_mask.unsqueeze(-1), torch.zeros_like(x_cond), x_cond)
-            return SampleOutput(embeddings=x, token_ids=x.argmax(-1), nfe=1)
+            return SampleOutput(tokens=x.argmax(-1), nfe=1, embeddings=x)
 
     assert isinstance(OneStep(), Seq2SeqSampler)
     one = DDIMSampler(SQRT, lambda x, t: x, 1, embedding=EYE, decode="nearest")

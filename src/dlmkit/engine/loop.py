@@ -42,10 +42,13 @@ from dlmkit.methods.base import Specials, get_method_class
 from dlmkit.hub.model import DlmModel, read_weights
 from dlmkit.networks.transformer import BackboneConfig
 from dlmkit.hub import checkpoint as ckpt
+from dlmkit.hub.load import load as load_model
+from dlmkit.generate.preview import preview_texts
 from dlmkit.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.loggers import open_run_loggers
 from dlmkit.engine.runlock import RunLock
+from dlmkit.runtime import default_cache_dir
 
 LossFn = Callable[[Any, nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 FULL = StateDictOptions(full_state_dict=True)
@@ -69,10 +72,6 @@ class TrainResult:
 def say(message: str) -> None:
     """A message to standard error that does not break the progress bar."""
     tqdm.write(message, file=sys.stderr)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DLM_CACHE", Path.home() / ".cache" / "dlmkit"))
 
 
 def lr_factor(step: int, cfg: RunConfig) -> float:
@@ -151,7 +150,7 @@ def load_start(cfg: RunConfig) -> tuple[DlmModel, Tokenizer]:
     """The model ``model.init_from`` names, with its tokenizer; ``cfg.model`` is set to its kind and shape."""
     path = cfg.model.init_from
     assert path
-    model, tokenizer = ckpt.load_model(path)
+    model, tokenizer = load_model(path)
     if not isinstance(model, DlmModel):
         raise DlmError(f"model.init_from={path}: a Hugging Face causal LM cannot start a dlmkit run "
                        "(give a dlmkit run or checkpoint, or a released SEDD / MDLM folder)")
@@ -535,8 +534,8 @@ class Trainer:
             return None
         gen = torch.Generator(device=self.info.device).manual_seed(self.cfg.seed)
         with self._inference_weights(), torch.no_grad():
-            texts = self.method.preview(
-                self.model.net, self.tokenizer, n=n, length=self.cfg.model.seq_len, steps=self.cfg.train.sample_steps,
+            texts = preview_texts(
+                self.model, self.tokenizer, n=n, length=self.cfg.model.seq_len, steps=self.cfg.train.sample_steps,
                 generator=gen, blocks=self.valid_blocks, order=self.valid_order,
             )
         if not self.info.is_main:

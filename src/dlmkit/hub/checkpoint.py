@@ -269,28 +269,10 @@ def resolve_model_folder(path: str | os.PathLike) -> Path:
     raise DlmError(f"{path}: neither a model folder (no {CONFIG_NAME}) nor a run with checkpoints")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DlmModel, Tokenizer]:
-    """Load a model and its tokenizer, in eval mode, from a dlmkit checkpoint or run folder, or:
-
-    a released SEDD / MDLM folder (converted in memory, see :mod:`dlmkit.hub.released`), a
-    Hugging Face causal-LM folder, a ``.gguf`` file or a folder holding one (an ``ar`` model
-    over the HF network, see :mod:`dlmkit.hub.hf`).
-    """
-    from dlmkit.hub import released
-
+def load_dlmkit(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DlmModel, Tokenizer]:
+    """A dlmkit checkpoint folder, or a run folder's newest readable step checkpoint (as ``--resume``),
+    in eval mode; every other format is :func:`dlmkit.hub.load.load`'s."""
     p = Path(path)
-    if p.is_file() and p.suffix == ".gguf" or (p.is_dir() and not (p / CONFIG_NAME).is_file() and any(p.glob("*.gguf"))):
-        from dlmkit.hub.hf import load_hf_causal
-
-        return load_hf_causal(p, device)  # type: ignore[return-value]
-    if p.is_dir() and (p / CONFIG_NAME).is_file():
-        layout = released.detect_layout(released.read_json_config(p), str(p / CONFIG_NAME))
-        if layout in ("sedd", "mdlm"):
-            return released.load_released(p, device)
-        if layout == "hf_causal":
-            from dlmkit.hub.hf import load_hf_causal
-
-            return load_hf_causal(p, device)  # type: ignore[return-value]
     if not p.exists():
         raise DlmError(f"{p}: no such model or run folder")
     candidates = [p] if (p / CONFIG_NAME).is_file() else step_folders(p)

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from dlmkit.data.tokenizer import SPECIALS_FILE, TOKENIZER_FILE, Tokenizer
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, Specials, get_method_class
 from dlmkit.networks.transformer import BackboneConfig
@@ -80,9 +81,9 @@ class DlmModel(nn.Module, PyTorchModelHubMixin, library_name="dlmkit", tags=["di
     def save_pretrained(self, save_directory: str | Path, *, tokenizer: Any = None, **kwargs: Any) -> Any:
         """Write a complete model folder: ``config.json``, ``model.safetensors``, a model card and
         the tokenizer (``tokenizer.json``, ``dlm_tokenizer.json``, ``tokenizer_config.json``,
-        ``special_tokens_map.json``), loadable by ``from_pretrained``, ``load_model``, every
+        ``special_tokens_map.json``), loadable by ``from_pretrained``, ``dlmkit.hub.load.load``, every
         ``dlm`` command and transformers' ``AutoTokenizer``. ``tokenizer`` is needed unless the
-        model came from ``load_model``/``from_pretrained``, which attach theirs."""
+        model came from ``load``/``from_pretrained``, which attach theirs."""
         if tokenizer is not None:
             self.tokenizer = tokenizer
         if self.tokenizer is None:
@@ -97,8 +98,6 @@ class DlmModel(nn.Module, PyTorchModelHubMixin, library_name="dlmkit", tags=["di
     def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", **kwargs: Any) -> "DlmModel":
         """Load from a local folder (or, when the user asks for a hub id, its safetensors and
         tokenizer files), with its tokenizer attached as ``model.tokenizer``."""
-        from dlmkit.data.tokenizer import SPECIALS_FILE, TOKENIZER_FILE, Tokenizer
-
         folder = Path(model_id)
         if not folder.is_dir():
             from huggingface_hub import hf_hub_download

@@ -49,10 +49,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dlmkit.data.tokenizer import Tokenizer
+from dlmkit.data.tokenizer import Tokenizer, load_gpt2, load_hf
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Specials
+from dlmkit.hub.checkpoint import save_checkpoint
 from dlmkit.hub.model import CONFIG_NAME, FORMAT_VERSION, DlmModel
+from dlmkit.networks.hf_causal import is_causal_lm_config
 from dlmkit.networks.transformer import BackboneConfig
 
 LAYOUTS = ("dlmkit", "sedd", "mdlm", "hf_causal")
@@ -89,8 +91,6 @@ def _is_mdlm(config: dict[str, Any]) -> bool:
 
 def detect_layout(config: dict[str, Any], where: str = "config.json") -> str:
     """The layout a ``config.json`` describes (one of :data:`LAYOUTS`); a one-line error otherwise."""
-    from dlmkit.networks.hf_causal import is_causal_lm_config
-
     if "dlmkit_format" in config:
         return "dlmkit"
     if _sedd_config(config) is not None:
@@ -260,8 +260,6 @@ def default_gpt2_folders() -> list[Path]:
 
 def gpt2_tokenizer(tokenizer: str | os.PathLike | None = None, model_folder: Path | None = None) -> Tokenizer:
     """GPT-2's tokenizer with ``<|mask|>`` as 50257: from ``tokenizer``, the model folder, or the defaults."""
-    from dlmkit.data.tokenizer import load_gpt2, load_hf
-
     def from_folder(folder: Path) -> Tokenizer | None:
         if (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file():
             return load_gpt2(folder)
@@ -313,8 +311,6 @@ def load_released(folder: str | os.PathLike, device: str | torch.device = "cpu",
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write a released SEDD/MDLM folder ``src`` as a dlmkit checkpoint folder ``dst``."""
-    from dlmkit.hub.checkpoint import save_checkpoint
-
     src, dst = Path(src), Path(dst)
     if not (src / CONFIG_NAME).is_file():
         raise DlmError(f"{src}: no {CONFIG_NAME}: not a released model folder")

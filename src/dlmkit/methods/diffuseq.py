@@ -205,18 +205,3 @@ class DiffuSeq(Method):
             if i != sp.pad:
                 out.append(i)
         return out
-
-    def preview(self, net: nn.Module, tokenizer: Any, *, n: int, length: int, steps: int, generator: torch.Generator, blocks: Any = None, order: Any = None) -> list[str]:
-        """Targets sampled for the first ``n`` validation sources, with the sources and references."""
-        if blocks is None or order is None or len(order) == 0:
-            return []
-        idx = [int(i) for i in order[:n]]
-        rows = blocks.batch(idx)
-        mask = self.target_mask(rows)
-        cond = torch.where(mask, torch.full_like(rows, self.specials.pad), rows)
-        out = self.sample(net, len(idx), rows.shape[1], steps=min(steps, self.T), generator=generator, condition=cond)
-        texts = []
-        for j, i in enumerate(idx):
-            hyp = tokenizer.decode(self.target_ids(out.tokens[j].tolist()))
-            texts.append(f"source:    {blocks.sources[i]}\nreference: {blocks.targets[i]}\ngenerated: {hyp}")
-        return texts

@@ -84,7 +84,7 @@ class OneStepSampler:
             ids = self.logits_fn(e).argmax(-1)
         else:
             ids = nearest_embedding(e, self.embedding)[0]
-        return SampleOutput(embeddings=e, token_ids=ids, nfe=1 + self.refine)
+        return SampleOutput(tokens=ids, nfe=1 + self.refine, embeddings=e)
 
 
 

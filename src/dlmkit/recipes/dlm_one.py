@@ -48,12 +48,14 @@ from dlmkit.data.blocks import BlockSampler
 from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion.gaussian import masked_mean
 from dlmkit.diffusion import sid
+from dlmkit.runtime import resolve_device
 from dlmkit.errors import DlmError
 from dlmkit.io import append_jsonl, write_json
 from dlmkit.methods.diffuseq import DiffuSeqNet, unwrap
 from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
 from dlmkit.hub.model import DlmModel
 from dlmkit.hub import checkpoint as ckpt
+from dlmkit.hub.load import load as load_model
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.runlock import RunLock
 
@@ -252,12 +254,10 @@ class DLMOneDistiller:
 
     def __init__(self, teacher_path: str, out_dir: str, cfg: DistillConfig | None = None, *, data: str | None = None,
                  valid: str | None = None, device: str | None = None, progress: bool = True):
-        from dlmkit.eval.tasks.perplexity import resolve_device
-
         self.device = resolve_device(device)
         self.out = Path(out_dir)
         self.progress = progress
-        self.teacher, self.tokenizer = ckpt.load_model(teacher_path, self.device)
+        self.teacher, self.tokenizer = load_model(teacher_path, self.device)
         if self.teacher.kind != "diffuseq":
             raise DlmError(f"DLM-One distils a diffuseq teacher, got a {self.teacher.kind} model")
         self.diffusion = self.teacher.method.diffusion
@@ -572,7 +572,7 @@ def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, vali
         dist._setup_stage(1, None)
         ckpt.save_checkpoint(out / "student", dist.student, dist.tokenizer, dist._weights())
     else:
-        model, tok = ckpt.load_model(final)
+        model, tok = load_model(final)
         ckpt.save_checkpoint(out / "student", model, tok)
     return {"student": str(out / "student"), "teacher": str(teacher), "t_init": dist.cfg.t_init, "t_range": [dist.cfg.t_min, dist.cfg.t_max],
             "stage1": results["stage1"], "stage2": results["stage2"], "seconds": time.perf_counter() - start}

@@ -11,7 +11,6 @@ with ``nfe == 1``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,15 +18,7 @@ import torch
 from torch import Tensor
 
 from dlmkit.diffusion.gaussian import GaussianDiffusion, LogitsFn, X0Fn, impose_source
-
-
-@dataclass(frozen=True)
-class SampleOutput:
-    """Final embeddings ``[B,L,D]``, decoded ``token_ids [B,L]`` and the number of network calls."""
-
-    embeddings: Tensor
-    token_ids: Tensor
-    nfe: int
+from dlmkit.sampling.output import SampleOutput
 
 
 @runtime_checkable
@@ -133,7 +124,7 @@ class _ReverseSampler(ABC):
         for i in reversed(range(len(ts))):
             x0_hat = self._predict_x0(x, ts[i])
             x = impose_source(self._step(x, x0_hat, i, randn), x_cond, target_mask)
-        return SampleOutput(embeddings=x, token_ids=self._tokens(x), nfe=len(ts))
+        return SampleOutput(tokens=self._tokens(x), nfe=len(ts), embeddings=x)
 
 
 class DDPMSampler(_ReverseSampler):

@@ -8,7 +8,7 @@ from readme_packages import require  # README-installed: fail, never skip
 import torch
 
 from dlmkit.eval.tasks.harness import TASKS_DIR, DlmkitScorer, _localise_tasks
-from dlmkit.hub.checkpoint import load_model
+from dlmkit.hub.load import load as load_model
 
 
 def scorer(run, **kw):

@@ -15,7 +15,7 @@ FAST = dict(num_buckets=4, kmeans_num_redo=1, kmeans_max_iter=50)
 
 
 def test_split_prompts_counts_short_documents(ar_run):
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     _, tok = load_model(ar_run)
     docs = ["short", "a much longer document with many words in it for sure " * 3, "tiny"]
@@ -47,7 +47,7 @@ def test_mauve_eval_diffusion_prefix_condition(diffusion_runs, gpt2_judge, webte
     if not diffusion_runs:
         pytest.skip("no diffusion kind registered yet")
     from dlmkit.eval.tasks.mauve import continue_prompts
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     import torch
 

@@ -23,7 +23,7 @@ def _ids(batch=2, length=24, seed=0, mask_frac=0.4):
 
 
 def test_sedd_log_scores_equal_reference(sedd_release):
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     model, tok = load_model(sedd_release)
     assert model.kind == "sedd_absorb" and tok.vocab_size == V and tok.mask_id == V - 1
@@ -43,7 +43,7 @@ def test_sedd_log_scores_equal_reference(sedd_release):
 
 
 def test_mdlm_logits_and_subs_equal_reference(mdlm_release):
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     model, tok = load_model(mdlm_release)
     assert model.kind == "mdlm" and model.config["backbone"]["fixed_cond"] == 0.0
@@ -69,7 +69,7 @@ def test_mdlm_logits_and_subs_equal_reference(mdlm_release):
 
 
 def test_mdlm_time_conditioned_variant(tmp_path, gpt2_files):
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     folder = write_release(tmp_path / "mdlm-timed", mdlm_hub_config(time_conditioning=True), ddit_state("backbone.", 3))
     model, _ = load_model(folder)
@@ -87,7 +87,7 @@ def test_mdlm_time_conditioned_variant(tmp_path, gpt2_files):
 
 
 def test_bin_weights_load_with_weights_only(tmp_path, gpt2_files):
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     state = ddit_state("", 1)
     folder = write_release(tmp_path / "sedd-bin", sedd_hub_config(), state, bin_file=True)
@@ -108,7 +108,7 @@ def test_bin_weights_load_with_weights_only(tmp_path, gpt2_files):
 def test_convert_cli_and_round_trips(sedd_release, mdlm_release, tmp_path):
     from dlmkit.cli import main
     from dlmkit.hub.model import DlmModel
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     x = _ids(seed=3)
     sigma = torch.tensor([0.3, 0.9])
@@ -136,7 +136,7 @@ def test_convert_cli_and_round_trips(sedd_release, mdlm_release, tmp_path):
 
 def test_unknown_layout_is_one_line_error(tmp_path, capsys):
     from dlmkit.cli import main
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     folder = tmp_path / "odd"
     folder.mkdir()

@@ -25,7 +25,7 @@ def test_hf_gpt2_nll_is_exact_and_cache_sampling_matches(gpt2_hf):
 
     from dlmkit.hub.hf import HFCausalModel
     from dlmkit.sampling.autoregressive import generate
-    from dlmkit.hub.checkpoint import load_model
+    from dlmkit.hub.load import load as load_model
 
     model, tok = load_model(gpt2_hf)
     assert isinstance(model, HFCausalModel) and model.kind == "ar" and model.seq_len == 64
@@ -66,8 +66,8 @@ def test_gguf_paths_go_through_the_judges_loader(gpt2_hf, tmp_path, monkeypatch)
     the tiny GPT-2, since converting a real GGUF takes ~40 s), tokenizer from transformers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import dlmkit.eval.judges as judges
-    from dlmkit.hub.checkpoint import load_model
+    import dlmkit.hub.hf as hf
+    from dlmkit.hub.load import load as load_model
 
     calls = []
 
@@ -75,7 +75,7 @@ def test_gguf_paths_go_through_the_judges_loader(gpt2_hf, tmp_path, monkeypatch)
         calls.append(path)
         return AutoModelForCausalLM.from_pretrained(str(gpt2_hf), local_files_only=True).eval(), AutoTokenizer.from_pretrained(str(gpt2_hf), local_files_only=True)
 
-    monkeypatch.setattr(judges, "_load_gguf", fake_load_gguf)
+    monkeypatch.setattr(hf, "load_gguf", fake_load_gguf)
     folder = tmp_path / "smol"
     folder.mkdir()
     (folder / "model.Q4.gguf").write_bytes(b"GGUF")

@@ -28,15 +28,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.io import atomic_path
 from dlmkit.plotting import pyplot
 from dlmkit.eval.metrics.diversity import diversity_stats
 from dlmkit.eval.judges import Judge, load_judge
-from dlmkit.eval.tasks.perplexity import resolve_device
 from dlmkit.eval.tasks.registry import ints
+from dlmkit.generate import Unconditional, generate
+from dlmkit.hub.load import load as load_model
+from dlmkit.runtime import resolve_device
 
 AR_NUCLEUS_P = 0.95
 PRECISION = "network float32; categorical draws float64"
@@ -46,8 +47,6 @@ def _load(model: Any, device: torch.device) -> tuple[Any, Any, str]:
     if isinstance(model, tuple):
         m, tok = model
         return m, tok, getattr(m, "name_or_path", m.kind)
-    from dlmkit.hub.checkpoint import load_model
-
     m, tok = load_model(model, device)
     return m, tok, str(model)
 
@@ -60,15 +59,9 @@ def check_lm_kind(model: Any) -> None:
 @torch.no_grad()
 def draw_samples(model: Any, n: int, length: int, *, steps: int, seed: int, batch_size: int, options: dict[str, Any] | None = None, progress: bool = False, desc: str = "sample") -> tuple[list[list[int]], int, float]:
     """``n`` unconditional samples (token ids), the network calls per batch and the seconds taken."""
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    ids: list[list[int]] = []
-    nfe = 0
-    start = time.perf_counter()
-    for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
-        out = model.method.sample(model.net, min(batch_size, n - i), length, steps=steps, generator=gen, **(options or {}))
-        ids += out.tokens.cpu().tolist()
-        nfe = max(nfe, out.nfe)
-    return ids, nfe, time.perf_counter() - start
+    out = generate(model, Unconditional(), n, steps, batch_size, seed, length=length, options=options, autocast=False,
+                   progress=progress, desc=desc)
+    return out.tokens.tolist(), out.nfe, out.seconds
 
 
 def generative_perplexity(

@@ -100,7 +100,10 @@ from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.eval.metrics.seq2seq import import_eval_dependency
-from dlmkit.eval.tasks.perplexity import resolve_device
+from dlmkit.generate import Spans, Unconditional, generate
+from dlmkit.hub.load import load as load_model
+from dlmkit.sampling.conditioning import Condition
+from dlmkit.runtime import resolve_device
 
 try:  # lm-eval is optional (the eval extra); the scorer below works without it
     from lm_eval.api.model import LM as _LMBase
@@ -249,8 +252,6 @@ class DlmkitScorer:
 
     @torch.no_grad()
     def generate(self, context: str, until: Sequence[str] = (), max_gen_toks: int | None = None, greedy: bool = True) -> str:
-        from dlmkit.sampling.conditioning import Condition
-
         new = min(max_gen_toks or self.max_gen_toks, self.L - 1)
         ctx = self.tokenizer.encode(context) if context else []
         ctx = ctx[max(0, len(ctx) - (self.L - new)) :]
@@ -258,8 +259,8 @@ class DlmkitScorer:
         options: dict[str, Any] = {}
         if self.method.causal and greedy:
             options["temperature"] = 0.0
-        cond = Condition.from_spans(length, prefix=ctx) if ctx else None
-        out = self.method.sample(self.net, 1, length, steps=self.steps, generator=self._gen(), condition=cond, **options)
+        prompt = Spans(Condition.from_spans(length, prefix=ctx)) if ctx else Unconditional()
+        out = generate(self.model, prompt, 1, self.steps, 1, self.seed, length=length, options=options, autocast=False)
         text = self.tokenizer.decode(out.tokens[0, len(ctx) :].tolist())
         for stop in until or ():
             if stop and stop in text:
@@ -302,8 +303,6 @@ class DlmkitLM(_LMBase):  # type: ignore[misc,valid-type]
         if model is None:
             if not pretrained:
                 raise DlmError("model_args need pretrained=MODEL_OR_RUN_FOLDER")
-            from dlmkit.hub.checkpoint import load_model
-
             if device and str(device).startswith("cuda") and not torch.cuda.is_available():
                 device = None  # lm-eval's CLI passes its default "cuda" even on a CPU-only machine
             model, tokenizer = load_model(pretrained, resolve_device(device))

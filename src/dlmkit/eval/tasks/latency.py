@@ -40,9 +40,10 @@ from dlmkit.io import atomic_path
 from dlmkit.methods.base import Specials, get_method_class
 from dlmkit.networks.transformer import BackboneConfig
 from dlmkit.plotting import readable_log_ticks
-from dlmkit.eval.tasks.perplexity import resolve_device
 from dlmkit.eval.tasks.registry import ints
-from dlmkit.runtime import network_autocast
+from dlmkit.generate import Unconditional, generate
+from dlmkit.hub.load import load as load_model
+from dlmkit.runtime import resolve_device
 
 
 def random_model(kind: str, preset: str, seq_len: int, device: torch.device) -> Any:
@@ -91,14 +92,12 @@ def time_sampler(model: Any, *, batch: int, length: int, steps: int, repeats: in
     gen = torch.Generator(device=dev).manual_seed(seed)
     nfe = 0
     for _ in range(warmup):
-        with network_autocast(dev):
-            model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
+        generate(model, Unconditional(), batch, steps, batch, gen, length=length, options=options)
     times = []
     for _ in range(repeats):
         _sync(dev)
         t0 = time.perf_counter()
-        with network_autocast(dev):
-            out = model.method.sample(model.net, batch, length, steps=steps, generator=gen, **(options or {}))
+        out = generate(model, Unconditional(), batch, steps, batch, gen, length=length, options=options)
         _sync(dev)
         times.append(time.perf_counter() - t0)
         nfe = out.nfe
@@ -133,8 +132,6 @@ def latency_benchmark(
     if not steps or min(steps) < 1 or not lengths or min(lengths) < 1 or not batches or min(batches) < 1:
         raise DlmError("--steps, --lengths and --batch must be positive integers")
     dev = resolve_device(device)
-    from dlmkit.hub.checkpoint import load_model
-
     if random_init:
         diff = random_model(model, random_init, max(lengths), dev)
         name = f"{model} (random init, {random_init})"

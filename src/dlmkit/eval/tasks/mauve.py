@@ -38,10 +38,12 @@ from dlmkit.errors import DlmError
 from dlmkit.eval.tasks.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, extract_features, mauve
-from dlmkit.eval.tasks.perplexity import resolve_device
 from dlmkit.eval.tasks.registry import ints
 from dlmkit.io import atomic_path, split_lines
 from dlmkit.plotting import pyplot
+from dlmkit.runtime import resolve_device
+from dlmkit.generate import Spans, generate
+from dlmkit.sampling.autoregressive import generate as ar_generate
 from dlmkit.sampling.conditioning import Condition
 
 
@@ -106,19 +108,17 @@ class PrefixRows(Condition):
 def continue_prompts(model: Any, prompts: list[list[int]], continuation_tokens: int, *, steps: int, seed: int, batch_size: int = 16, progress: bool = False) -> list[list[int]]:
     """The model's ``continuation_tokens`` tokens after each prompt (all prompts of one length).
 
-    Diffusion kinds: ``Method.sample`` with the prompts held fixed as a prefix, a batch of
+    Diffusion kinds: :func:`dlmkit.generate.generate` with the prompts held fixed as a prefix, a batch of
     prompts per call; if a sampler does not honour per-row prefixes (checked on its output),
     one prompt per call with a plain :class:`Condition`.
     """
     gen = torch.Generator(device=model.device).manual_seed(seed)
     method, out = model.method, []
     if method.causal:
-        from dlmkit.sampling.autoregressive import generate
-
         for i in tqdm(range(0, len(prompts), batch_size), desc="continue", disable=not progress, leave=False):
             p = torch.tensor(prompts[i : i + batch_size], dtype=torch.long, device=model.device)
             bos = torch.full((p.shape[0], 1), method.specials.eos, dtype=torch.long, device=model.device)
-            toks = generate(model.net, torch.cat([bos, p], 1), continuation_tokens, generator=gen)
+            toks = ar_generate(model.net, torch.cat([bos, p], 1), continuation_tokens, generator=gen)
             out += toks[:, 1 + p.shape[1] :].cpu().tolist()
         return out
     for i in tqdm(range(0, len(prompts), batch_size), desc="continue", disable=not progress, leave=False):
@@ -126,11 +126,11 @@ def continue_prompts(model: Any, prompts: list[list[int]], continuation_tokens: 
         P = len(chunk[0])
         length = P + continuation_tokens
         cond = PrefixRows(tuple(range(P)), tuple(chunk[0]), rows=tuple(tuple(c) for c in chunk))
-        toks = method.sample(model.net, len(chunk), length, steps=steps, generator=gen, condition=cond).tokens
+        toks = generate(model, Spans(cond), len(chunk), steps, len(chunk), gen, length=length, autocast=False).tokens
         if toks[:, :P].cpu().tolist() != chunk:  # the sampler ignored per-row prefixes
             rows = []
             for prompt in chunk:
-                one = method.sample(model.net, 1, length, steps=steps, generator=gen, condition=Condition.from_spans(length, prefix=prompt)).tokens
+                one = generate(model, Spans(Condition.from_spans(length, prefix=prompt)), 1, steps, 1, gen, length=length, autocast=False).tokens
                 rows.append(one[0])
             toks = torch.stack(rows)
         out += toks[:, P:].cpu().tolist()

@@ -23,15 +23,8 @@ from tqdm import tqdm
 from dlmkit.data.blocks import PackedBlocks
 from dlmkit.data.corpus import tokenize_corpus
 from dlmkit.runtime import network_autocast
-from dlmkit.hub.checkpoint import load_model
-from dlmkit.engine.loop import default_cache_dir
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` or, when unset, CUDA if present else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from dlmkit.hub.load import load as load_model
+from dlmkit.runtime import default_cache_dir, resolve_device
 
 
 def aggregate(seq_nll: torch.Tensor, seq_tokens: torch.Tensor, seq_stderr: torch.Tensor | None = None) -> dict[str, Any]:
