@@ -57,7 +57,8 @@ from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
 from dlmkit.hub.model import DlmModel  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
 from dlmkit.hub.checkpoint import load_model, step_folders, write_model_folder  # noqa: E402
-from dlmkit.engine.loop import build_model, lr_factor, train  # noqa: E402
+from dlmkit.engine.loop import lr_factor  # noqa: E402
+from dlmkit.recipes.pretrain import build_model, train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t", "simplification")
 DEFAULT_DATA = str(Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")) / "seq2seq")

@@ -41,7 +41,7 @@ from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
 from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
 from dlmkit.io import write_json
 from dlmkit.hub.checkpoint import load_model, step_folders
-from dlmkit.engine.loop import train
+from dlmkit.recipes.pretrain import train
 
 KINDS = ["ar", "mdlm", "sedd_absorb", "sedd_uniform"]
 TRAIN_PARTS = ["austen", "kjv.txt", "fortunes.txt", "tinystories"]

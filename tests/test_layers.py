@@ -33,7 +33,6 @@ LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 ALLOWED: set[str] = {
     "dlmkit.cli -> dlmkit.engine.config (inside a function)",
     "dlmkit.cli -> dlmkit.engine.curves (inside a function)",
-    "dlmkit.cli -> dlmkit.engine.loop (inside a function)",
     "dlmkit.cli -> dlmkit.eval.report (inside a function)",
     "dlmkit.cli -> dlmkit.eval.tasks.genppl (inside a function)",
     "dlmkit.cli -> dlmkit.eval.tasks.harness (inside a function)",
@@ -46,14 +45,12 @@ ALLOWED: set[str] = {
     "dlmkit.cli -> dlmkit.hub.released (inside a function)",
     "dlmkit.cli -> dlmkit.io (inside a function)",
     "dlmkit.cli -> dlmkit.quickstart (inside a function)",
+    "dlmkit.cli -> dlmkit.recipes.pretrain (inside a function)",
     "dlmkit.cli -> dlmkit.recipes.dlm_one (inside a function)",
     "dlmkit.cli -> dlmkit.recipes.tcs (inside a function)",
     "dlmkit.cli -> dlmkit.runtime (inside a function)",
     "dlmkit.data.seq2seq_blocks -> dlmkit.io (inside a function)",
     "dlmkit.engine.loggers -> dlmkit.engine.config (inside a function)",
-    "dlmkit.engine.loop -> dlmkit.data.seq2seq (inside a function)",
-    "dlmkit.engine.loop -> dlmkit.data.seq2seq_blocks (inside a function)",
-    "dlmkit.engine.loop -> dlmkit.engine.config (inside a function)",
     "dlmkit.eval.judges -> dlmkit.eval.tasks.perplexity (inside a function)",
     "dlmkit.eval.judges -> dlmkit.hub.checkpoint (inside a function)",
     "dlmkit.eval.metrics.seq2seq -> dlmkit.eval.metrics.bertscore (inside a function)",
@@ -102,11 +99,6 @@ ALLOWED: set[str] = {
     "dlmkit.recipes.dlm_one -> dlmkit.eval.metrics.seq2seq (inside a function)",
     "dlmkit.recipes.dlm_one -> dlmkit.eval.tasks.perplexity (up a layer)",
     "dlmkit.recipes.dlm_one -> dlmkit.io (inside a function)",
-    "dlmkit.recipes.tcs -> dlmkit.checks (inside a function)",
-    "dlmkit.recipes.tcs -> dlmkit.engine.config (inside a function)",
-    "dlmkit.recipes.tcs -> dlmkit.engine.distributed (inside a function)",
-    "dlmkit.recipes.tcs -> dlmkit.engine.loop (inside a function)",
-    "dlmkit.recipes.tcs -> dlmkit.hub.checkpoint (inside a function)",
 }
 
 

@@ -47,7 +47,7 @@ def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[], 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from dlmkit.engine.config import load_config
-    from dlmkit.engine.loop import resume_config, train
+    from dlmkit.recipes.pretrain import resume_config, train
 
     items = list(args.items)
     if args.resume:

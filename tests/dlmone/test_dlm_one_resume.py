@@ -28,7 +28,7 @@ SETS = ["batch_size=4", "eval_n=8", "log_every=1", "eval_every=2", "save_every=1
 def dropout_teacher(tmp_path_factory, pair_file) -> Path:
     """A tiny diffuseq teacher with dropout 0.1 (its students inherit it)."""
     from dlmkit.engine.config import load_config
-    from dlmkit.engine.loop import train
+    from dlmkit.recipes.pretrain import train
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     cfg = load_config("diffuseq-tiny", [*TINY, f"data.train={pair_file}", f"out_dir={out}", "train.steps=6", "model.dropout=0.1"])

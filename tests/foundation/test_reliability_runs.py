@@ -26,7 +26,8 @@ from dlmkit.cli import main
 from dlmkit.engine.config import dump_yaml, load_config
 from dlmkit.errors import DlmError
 from dlmkit.hub import checkpoint as ckpt
-from dlmkit.engine.loop import Trainer, lr_factor, resume_config, train
+from dlmkit.engine.loop import lr_factor, resume_config
+from dlmkit.recipes.pretrain import Trainer, train
 
 
 TIMING = {"tokens_per_s", "teacher_s", "teacher_share"}  # wall-clock figures: the only fields allowed to differ

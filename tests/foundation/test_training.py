@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from dlmkit.engine.config import dump_yaml
 from dlmkit.errors import DlmError
 from dlmkit.hub.checkpoint import load_model, step_folders
-from dlmkit.engine.loop import resume_config, train
+from dlmkit.recipes.pretrain import resume_config, train
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
