@@ -54,6 +54,7 @@ from dlmkit.methods.diffuseq import DiffuSeqNet, unwrap
 from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
 from dlmkit.hub.model import DlmModel
 from dlmkit.hub import checkpoint as ckpt
+from dlmkit.engine.config import apply_override, from_dict
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.runlock import RunLock
 
@@ -116,51 +117,19 @@ OPTION_RANGES: dict[str, Range] = {
 }
 
 
-def config_from_dict(tree: dict[str, Any]) -> DistillConfig:
-    cfg = DistillConfig()
-    for k, v in tree.items():
-        if k in ("stage1", "stage2"):
-            st = getattr(cfg, k)
-            for sk, sv in v.items():
-                if sk not in {f.name for f in fields(StageConfig)}:
-                    raise DlmError(f"unknown option {k}.{sk}")
-                setattr(st, sk, type(getattr(st, sk))(sv))
-        elif k in {f.name for f in fields(DistillConfig)}:
-            setattr(cfg, k, v)
-        else:
-            raise DlmError(f"unknown distillation option {k!r}")
-    return cfg
+def check_ranges(cfg: DistillConfig) -> None:
+    """Every numeric option of ``cfg`` (both stages) in its range (:data:`OPTION_RANGES`)."""
+    for prefix, obj in (("", cfg), ("stage1.", cfg.stage1), ("stage2.", cfg.stage2)):
+        for f in fields(obj):
+            if f.name in OPTION_RANGES:
+                check_value(prefix + f.name, getattr(obj, f.name), OPTION_RANGES[f.name])
 
 
 def apply_overrides(cfg: DistillConfig, items: list[str]) -> DistillConfig:
-    """``key=value`` overrides such as ``stage1.mu=1.0`` or ``batch_size=16``."""
+    """``key=value`` overrides in the grammar of ``dlm train`` (e.g. ``stage1.mu=1.0``, ``batch_size=16``)."""
     for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise DlmError(f"override '{item}' must be KEY=VALUE")
-        obj, name = cfg, key
-        if "." in key:
-            head, name = key.split(".", 1)
-            if head not in ("stage1", "stage2"):
-                raise DlmError(f"unknown option {key!r}")
-            obj = getattr(cfg, head)
-        if name not in {f.name for f in fields(obj)}:
-            raise DlmError(f"unknown option {key!r}")
-        cur = getattr(obj, name)
-        if value.lower() in ("none", "null") and name in ("t_init", "t_max"):
-            setattr(obj, name, None)
-        elif isinstance(cur, bool):
-            setattr(obj, name, value.lower() in ("1", "true", "yes"))
-        elif isinstance(cur, (int, float)) or name in ("t_init", "t_max"):
-            kind = float if isinstance(cur, float) else int
-            try:
-                setattr(obj, name, kind(value))
-            except ValueError:
-                raise DlmError(f"--set {item}: '{value}' is not {'a number' if kind is float else 'an integer'}") from None
-            if name in OPTION_RANGES:
-                check_value(key, getattr(obj, name), OPTION_RANGES[name])
-        else:
-            setattr(obj, name, value)
+        apply_override(cfg, item)
+    check_ranges(cfg)
     return cfg
 
 
@@ -526,7 +495,7 @@ def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None
         raise DlmError(f"{out}: not a DLM-One run folder (no distill.json): cannot resume")
     if resume:
         saved = json.loads((out / "distill.json").read_text(encoding="utf-8"))
-        cfg = config_from_dict(saved["config"])
+        cfg = from_dict(DistillConfig, saved["config"])
         teacher, data, valid = saved["teacher"], saved.get("data"), saved.get("valid")
     cfg = apply_overrides(cfg, list(overrides))
     lock = RunLock(out).acquire()  # one process per run folder; released on return or exit
