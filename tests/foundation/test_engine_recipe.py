@@ -5,11 +5,16 @@ and resumed with everything else, so a run stopped and resumed equals an uninter
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from torch import nn
 
+from dlmkit.engine.distributed import average_gradients
 from dlmkit.engine.loop import Engine, resume_config
 from dlmkit.recipes.pretrain import Pretrain, Trainer
 
@@ -76,3 +81,28 @@ def test_trainer_is_the_engine_on_the_pretrain_recipe(tiny_cfg):
         assert isinstance(trainer, Engine) and isinstance(trainer.recipe, Pretrain) and trainer.networks == {}
     finally:
         trainer.close()
+
+
+def _average_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        p, q = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+        p.grad = torch.full((3,), float(rank + 1))  # q has no gradient: left alone
+        average_gradients([p, q])
+        if rank == 1:
+            torch.save({"p": p.grad, "q": q.grad}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_average_gradients_over_two_processes(tmp_path):
+    """The data parallelism of multi-optimiser recipes (DLM-One): each gradient becomes the mean
+    over the processes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "grads.pt"
+    mp.spawn(_average_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    assert torch.equal(got["p"], torch.full((3,), 1.5)) and got["q"] is None

@@ -25,7 +25,8 @@ the best student; stage 2 starts from that student with ``psi`` re-initialised f
     OUT/student                     (the final student: a model folder for ``dlm sample``)
 
 ``resume=True`` continues exactly from the newest readable checkpoint of the current stage.
-One process (CPU or one GPU).
+One process, or several under ``torchrun`` (data parallel: each process takes its slice of the
+batch and the gradients of both updates are averaged; rank 0 writes).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
 from dlmkit.hub.model import DlmModel
 from dlmkit.hub import checkpoint as ckpt
 from dlmkit.engine.config import apply_override, from_dict
+from dlmkit.engine.distributed import average_gradients, barrier, gather_objects, init_distributed
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.runlock import RunLock
 
@@ -223,9 +225,10 @@ class DLMOneDistiller:
                  valid: str | None = None, device: str | None = None, progress: bool = True):
         from dlmkit.eval.tasks.perplexity import resolve_device
 
-        self.device = resolve_device(device)
+        self.info = init_distributed()
+        self.device = self.info.device if self.info.world > 1 else resolve_device(device)
         self.out = Path(out_dir)
-        self.progress = progress
+        self.progress = progress and self.info.is_main
         self.teacher, self.tokenizer = ckpt.load_model(teacher_path, self.device)
         if self.teacher.kind != "diffuseq":
             raise DlmError(f"DLM-One distils a diffuseq teacher, got a {self.teacher.kind} model")
@@ -270,8 +273,11 @@ class DLMOneDistiller:
         self.opt_theta = torch.optim.AdamW(g_params, lr=st.lr_theta, betas=(0.0, 0.999), weight_decay=0.0)
         self.opt_psi = torch.optim.AdamW(p_params, lr=st.lr_psi, betas=(0.0, 0.999), weight_decay=0.0)
         self.ema = EMA(self.student, self.cfg.ema) if self.cfg.ema > 0 else None
-        self.sampler = BlockSampler(len(self.train_blocks.train), self.cfg.batch_size, self.cfg.seed + stage)
-        self.gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1000 + stage)
+        rank, world = self.info.rank, self.info.world
+        self.sampler = BlockSampler(len(self.train_blocks.train), self.cfg.batch_size, self.cfg.seed + stage, rank=rank, world=world)
+        self.gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1000 + stage + 100_003 * rank)
+        if rank:  # the networks are identical on every process; dropout differs
+            torch.manual_seed(self.cfg.seed * 1000 + stage + 100_003 * rank)
         self.step = 0
         self.best_bleu: float | None = None
         self.last_bleu: float | None = None
@@ -334,7 +340,11 @@ class DLMOneDistiller:
             self.ema.update(self.student)
         vals = {"loss_psi": loss_psi, "dsm": l_dsm, "disc": l_disc, "loss_theta": loss_theta, "sid": l_sid, "gen_adv": l_gadv,
                 "d_fake": torch.sigmoid(kept["logit"]).mean()}
-        return {k: float(v.detach()) for k, v in vals.items()}
+        mine = {k: float(v.detach()) for k, v in vals.items()}
+        if self.info.world == 1:
+            return mine
+        every = gather_objects(mine)
+        return {k: sum(m[k] for m in every) / len(every) for k in mine}
 
     # ---- evaluation ---------------------------------------------------------------------------
 
@@ -388,11 +398,13 @@ class DLMOneDistiller:
             tensors.update({f"ema/{k}": v.detach().cpu() for k, v in self.ema.state_dict().items()})
         g_groups = _flatten_optim("opt_theta", self.opt_theta, tensors)
         p_groups = _flatten_optim("opt_psi", self.opt_psi, tensors)
-        tensors["rng/torch"] = torch.get_rng_state()
-        tensors["rng/gen"] = self.gen.get_state().cpu()
-        if torch.cuda.is_available():
-            tensors["rng/cuda"] = torch.cuda.get_rng_state()
-        meta = {"step": self.step, "stage": self.stage, "sampler": self.sampler.state_dict(), "opt_theta_groups": g_groups,
+        rngs = gather_objects({"torch": torch.get_rng_state(), "gen": self.gen.get_state().cpu(),
+                               **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})})
+        if not self.info.is_main:
+            return
+        for rank, r in enumerate(rngs):
+            tensors.update({f"rng/{rank}/{k}": v.cpu() for k, v in r.items()})
+        meta = {"step": self.step, "stage": self.stage, "world": self.info.world, "sampler": self.sampler.state_dict(), "opt_theta_groups": g_groups,
                 "opt_psi_groups": p_groups, "best_bleu": self.best_bleu, "last_bleu": self.last_bleu, "history": self.history}
         folder = self.dir / "checkpoints" / f"step_{self.step:07d}"
         ckpt.save_checkpoint(folder, self.student, self.tokenizer, self._weights(), tensors, meta)
@@ -404,7 +416,8 @@ class DLMOneDistiller:
             try:
                 tensors, meta = ckpt.load_train_state(folder)
             except DlmError as e:
-                print(f"warning: {e}; falling back to an earlier checkpoint", file=sys.stderr)
+                if self.info.is_main:
+                    print(f"warning: {e}; falling back to an earlier checkpoint", file=sys.stderr)
                 continue
             self.student.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("raw/")})
             self.psi.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("psi/")})
@@ -412,16 +425,22 @@ class DLMOneDistiller:
                 self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
             _restore_optim("opt_theta", self.opt_theta, tensors, meta["opt_theta_groups"])
             _restore_optim("opt_psi", self.opt_psi, tensors, meta["opt_psi_groups"])
-            torch.set_rng_state(tensors["rng/torch"])
-            self.gen.set_state(tensors["rng/gen"].to(self.gen.get_state().device))
-            if torch.cuda.is_available() and "rng/cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng/cuda"])
+            rng = f"rng/{self.info.rank}/"
+            if meta.get("world") == self.info.world:
+                torch.set_rng_state(tensors[rng + "torch"])
+                self.gen.set_state(tensors[rng + "gen"].to(self.gen.get_state().device))
+                if torch.cuda.is_available() and rng + "cuda" in tensors:
+                    torch.cuda.set_rng_state(tensors[rng + "cuda"])
+            elif self.info.is_main:
+                print(f"warning: resumed with {self.info.world} processes instead of {meta.get('world')}: random streams restart", file=sys.stderr)
             self.sampler.load_state_dict(meta["sampler"])
             self.step, self.best_bleu, self.last_bleu, self.history = meta["step"], meta["best_bleu"], meta["last_bleu"], meta["history"]
-            _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, self.step)
-            print(f"resumed stage {self.stage} at step {self.step} from {folder}", file=sys.stderr)
+            if self.info.is_main:
+                _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, self.step)
+                print(f"resumed stage {self.stage} at step {self.step} from {folder}", file=sys.stderr)
             return True
-        _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, -1)  # no checkpoint: the stage starts over, so does its log
+        if self.info.is_main:  # no checkpoint: the stage starts over, so does its log
+            _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, -1)
         return False
 
     # ---- a stage --------------------------------------------------------------------------------
@@ -435,7 +454,7 @@ class DLMOneDistiller:
         start, start_step = time.perf_counter(), self.step
         if self.step == 0 and self.best_bleu is None and st.steps > 0:  # the starting point is a candidate too
             self.last_bleu = self.best_bleu = self.validate()
-            ckpt.save_checkpoint(self.dir / "best", self.student, self.tokenizer, self._weights())
+            self._save_best()
             self._log({"stage": stage, "step": 0, "val_bleu": self.last_bleu})
         window: list[dict[str, float]] = []
         while self.step < st.steps:
@@ -451,7 +470,7 @@ class DLMOneDistiller:
                 record.update(stage=stage, step=self.step, val_bleu=self.last_bleu)
                 if self.best_bleu is None or self.last_bleu > self.best_bleu:
                     self.best_bleu = self.last_bleu
-                    ckpt.save_checkpoint(self.dir / "best", self.student, self.tokenizer, self._weights())
+                    self._save_best()
             if record:
                 self._log(record)
             if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == st.steps:
@@ -460,13 +479,19 @@ class DLMOneDistiller:
             bar.set_postfix(psi=f"{m['loss_psi']:.3f}", theta=f"{m['loss_theta']:.3f}", adv=f"{m['gen_adv']:.3f}",
                             bleu="-" if self.last_bleu is None else f"{self.last_bleu:.4f}")
         bar.close()
+        barrier()  # the stage's files are written before any process reads them
         return {"stage": stage, "steps": self.step, "best_bleu": self.best_bleu, "last_bleu": self.last_bleu,
                 "seconds": time.perf_counter() - start, "steps_run": self.step - start_step,
                 "best": str(self.dir / "best") if (self.dir / "best").is_dir() else None}
 
+    def _save_best(self) -> None:
+        if self.info.is_main:
+            ckpt.save_checkpoint(self.dir / "best", self.student, self.tokenizer, self._weights())
+
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
-        append_jsonl(self.out / "metrics.jsonl", record)
+        if self.info.is_main:
+            append_jsonl(self.out / "metrics.jsonl", record)
 
 
 def _truncate_metrics_stage(path: Path, stage: int, step: int) -> None:
@@ -498,13 +523,28 @@ def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None
         cfg = from_dict(DistillConfig, saved["config"])
         teacher, data, valid = saved["teacher"], saved.get("data"), saved.get("valid")
     cfg = apply_overrides(cfg, list(overrides))
-    lock = RunLock(out).acquire()  # one process per run folder; released on return or exit
-    for folder in (out, out / "stage1", out / "stage1" / "checkpoints", out / "stage2", out / "stage2" / "checkpoints"):
-        ckpt.clear_partial(folder)
+    lock = _lock(out)  # one launch per run folder; released on return or exit
     try:
         return _distill(teacher, out, cfg, data, valid, device, resume, progress)
     finally:
         lock.release()
+
+
+def _lock(out: Path) -> RunLock:
+    """Rank 0 locks the run folder and clears what a killed run left; a refusal fails every process."""
+    lock, error = RunLock(out), None
+    if init_distributed().is_main:
+        try:
+            lock.acquire()
+            for folder in (out, out / "stage1", out / "stage1" / "checkpoints", out / "stage2", out / "stage2" / "checkpoints"):
+                ckpt.clear_partial(folder)
+        except DlmError as e:
+            error = str(e)
+    error = gather_objects(error)[0]
+    if error is not None:
+        lock.release()
+        raise DlmError(error)
+    return lock
 
 
 def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, valid: str | None, device: str | None,
@@ -512,17 +552,21 @@ def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, vali
     out_dir = str(out)
     start = time.perf_counter()
     dist = DLMOneDistiller(teacher, out_dir, cfg, data=data, valid=valid, device=device, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "distill.json", {"teacher": str(teacher), "data": data, "valid": valid, "config": asdict(dist.cfg)})
+    main = dist.info.is_main
     progress_path = out / "progress.json"
     state = json.loads(progress_path.read_text(encoding="utf-8")) if (resume and progress_path.is_file()) else {}
-    if not progress_path.is_file():
-        write_json(progress_path, {"stage1": None, "stage2": None})
+    barrier()  # every process has read the run's state before rank 0 writes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "distill.json", {"teacher": str(teacher), "data": data, "valid": valid, "config": asdict(dist.cfg)})
+        if not progress_path.is_file():
+            write_json(progress_path, {"stage1": None, "stage2": None})
     results: dict[str, Any] = {}
     if state.get("stage1") is None or state["stage1"]["steps"] < dist.cfg.stage1.steps:  # new, or extended
         results["stage1"] = dist.run_stage(1, init_student=None, resume=resume)
         state["stage1"], state["stage2"] = results["stage1"], None
-        write_json(progress_path, {"stage1": results["stage1"], "stage2": None})
+        if main:
+            write_json(progress_path, {"stage1": results["stage1"], "stage2": None})
     else:
         results["stage1"] = state["stage1"]
     best1 = Path(results["stage1"]["best"]) if results["stage1"].get("best") else None
@@ -530,7 +574,8 @@ def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, vali
     if dist.cfg.stage2.steps > 0:
         if state.get("stage2") is None or state["stage2"]["steps"] < dist.cfg.stage2.steps:
             results["stage2"] = dist.run_stage(2, init_student=best1, resume=resume)
-            write_json(progress_path, {"stage1": results["stage1"], "stage2": results["stage2"]})
+            if main:
+                write_json(progress_path, {"stage1": results["stage1"], "stage2": results["stage2"]})
         else:
             results["stage2"] = state["stage2"]
         if results["stage2"].get("best"):
@@ -539,10 +584,12 @@ def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, vali
         results["stage2"] = None
     if final is None:  # no training steps at all: the student is the teacher's network as a one-step model
         dist._setup_stage(1, None)
-        ckpt.save_checkpoint(out / "student", dist.student, dist.tokenizer, dist._weights())
-    else:
+        if main:
+            ckpt.save_checkpoint(out / "student", dist.student, dist.tokenizer, dist._weights())
+    elif main:
         model, tok = ckpt.load_model(final)
         ckpt.save_checkpoint(out / "student", model, tok)
+    barrier()
     return {"student": str(out / "student"), "teacher": str(teacher), "t_init": dist.cfg.t_init, "t_range": [dist.cfg.t_min, dist.cfg.t_max],
             "stage1": results["stage1"], "stage2": results["stage2"], "seconds": time.perf_counter() - start}
 
@@ -551,6 +598,7 @@ def _update(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module, grad_cl
     """One optimiser step on ``loss`` with optional gradient clipping of ``module``."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(module.parameters())
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
     opt.step()
