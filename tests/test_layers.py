@@ -50,7 +50,6 @@ ALLOWED: set[str] = {
     "dlmkit.cli -> dlmkit.recipes.tcs (inside a function)",
     "dlmkit.cli -> dlmkit.runtime (inside a function)",
     "dlmkit.data.seq2seq_blocks -> dlmkit.io (inside a function)",
-    "dlmkit.engine.loggers -> dlmkit.engine.config (inside a function)",
     "dlmkit.eval.judges -> dlmkit.eval.tasks.perplexity (inside a function)",
     "dlmkit.eval.judges -> dlmkit.hub.checkpoint (inside a function)",
     "dlmkit.eval.metrics.seq2seq -> dlmkit.eval.metrics.bertscore (inside a function)",
@@ -94,11 +93,7 @@ ALLOWED: set[str] = {
     "dlmkit.networks.hf_causal -> dlmkit.methods.ar (up a layer)",
     "dlmkit.networks.hf_causal -> dlmkit.methods.base (up a layer)",
     "dlmkit.quickstart -> dlmkit.data.default_corpus (inside a function)",
-    "dlmkit.recipes.dlm_one -> dlmkit.data.seq2seq_blocks (inside a function)",
-    "dlmkit.recipes.dlm_one -> dlmkit.engine.config (inside a function)",
-    "dlmkit.recipes.dlm_one -> dlmkit.eval.metrics.seq2seq (inside a function)",
     "dlmkit.recipes.dlm_one -> dlmkit.eval.tasks.perplexity (up a layer)",
-    "dlmkit.recipes.dlm_one -> dlmkit.io (inside a function)",
 }
 
 

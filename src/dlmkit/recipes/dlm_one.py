@@ -46,16 +46,17 @@ from tqdm import tqdm
 
 from dlmkit.checks import DECAY, NON_NEGATIVE, POSITIVE, Range, check_value
 from dlmkit.data.blocks import BlockSampler
-from dlmkit.data.seq2seq_blocks import target_mask
+from dlmkit.data.seq2seq_blocks import prepare_seq2seq, target_mask
 from dlmkit.diffusion.gaussian import masked_mean
 from dlmkit.diffusion import sid
 from dlmkit.errors import DlmError
-from dlmkit.io import append_jsonl, write_json
+from dlmkit.eval.metrics.seq2seq import bleu
+from dlmkit.io import append_jsonl, rewrite_jsonl, write_json
 from dlmkit.methods.diffuseq import DiffuSeqNet, unwrap
 from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
 from dlmkit.hub.model import DlmModel
 from dlmkit.hub import checkpoint as ckpt
-from dlmkit.engine.config import apply_override, from_dict
+from dlmkit.engine.config import apply_override, from_dict, load_config
 from dlmkit.engine.distributed import average_gradients, barrier, gather_objects, init_distributed
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.runlock import RunLock
@@ -178,9 +179,6 @@ def student_config(teacher: DlmModel, t_init: int) -> dict[str, Any]:
 
 def load_teacher_data(teacher_path: str, tokenizer: Any, seq_len: int, *, data: str | None, valid: str | None, seed: int):
     """Train blocks, valid blocks and the valid order: the teacher run's data unless given."""
-    from dlmkit.engine.config import load_config
-    from dlmkit.data.seq2seq_blocks import prepare_seq2seq
-
     run_cfg = ckpt.find_run_config(teacher_path)
     overrides = []
     if data:
@@ -364,8 +362,6 @@ class DLMOneDistiller:
     @torch.no_grad()
     def validate(self) -> float:
         """Mean sentence BLEU (DiffuSeq's) of one-step outputs on the first ``eval_n`` validation rows."""
-        from dlmkit.eval.metrics.seq2seq import bleu
-
         idx = [int(i) for i in self.valid_order[: self.cfg.eval_n]]
         backup = self._swap_ema()
         self.student.eval()
@@ -497,8 +493,6 @@ class DLMOneDistiller:
 def _truncate_metrics_stage(path: Path, stage: int, step: int) -> None:
     """Drop this stage's metric lines written after ``step`` (a run killed after its checkpoint)
     and a last line the kill cut short."""
-    from dlmkit.io import rewrite_jsonl
-
     rewrite_jsonl(path, lambda rec: not (rec.get("stage") == stage and rec.get("step", 0) > step))
 
 
