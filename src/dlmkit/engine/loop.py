@@ -34,7 +34,6 @@ from tqdm import tqdm
 
 from dlmkit.engine.config import RunConfig, apply_override, dump_yaml, load_config
 from dlmkit.data.blocks import BlockSampler
-from dlmkit.data.corpus import resolve_paths
 from dlmkit.errors import DlmError
 from dlmkit.io import append_jsonl, rewrite_jsonl, write_text
 from dlmkit.hub.model import read_weights
@@ -48,6 +47,7 @@ from dlmkit.engine.runlock import RunLock
 LossFn = Callable[[nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 FULL = StateDictOptions(full_state_dict=True)
 FULL_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)
+FULL_LOOSE = StateDictOptions(full_state_dict=True, strict=False)
 
 
 @dataclass
@@ -96,9 +96,7 @@ class Engine:
         self.recipe = recipe
         self.step_metrics: dict[str, float] = {}
         self.run_dir = Path(cfg.out_dir)
-        if not cfg.data.train:
-            raise DlmError("no training data: set data.train=PATH (files, folders, globs or jsonl)")
-        resolve_paths(cfg.data.train)  # a missing path fails before the run folder is made
+        self.metrics_path = self.run_dir / "metrics.jsonl"
         if resume and not (self.run_dir / "config.yaml").is_file():
             raise DlmError(f"{self.run_dir}: not a dlmkit run folder (no config.yaml): cannot resume")
         self.lock = RunLock(self.run_dir)
@@ -124,17 +122,19 @@ class Engine:
         self.micro, self.accum = micro, t.batch_size // (world * micro)
         torch.manual_seed(cfg.seed)
         self.recipe.setup(self)  # tokenizer, data and model; the model's kind and shape go into cfg.model
+        self.tags = self.recipe.tags(self)
         if self.info.is_main and not resume:  # a resumed run's config.yaml changes only once its checkpoint is accepted
-            if (self.run_dir / "metrics.jsonl").is_file():  # a run killed before its first checkpoint: start over
+            if self.metrics_path.is_file() and not self.tags:  # a run killed before its first checkpoint: start over
                 say(f"{self.run_dir} holds no checkpoint: starting over (its metrics.jsonl is reset)")
-                rewrite_jsonl(self.run_dir / "metrics.jsonl", lambda rec: False)
+            self._truncate_metrics(-1)
             write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
         self.model.to(self.info.device).train()
         self.method = self.model.method
         self.sharded = self.info.world > 1 and cfg.train.distributed == "fsdp"
-        self.net = self._wrap(self.model.net)
-        decay = [p for n, p in self.model.net.named_parameters() if p.ndim >= 2 and "embed" not in n]
-        no_decay = [p for n, p in self.model.net.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+        self.net = self._wrap(self.model.net) if self.recipe.wrap else self.model.net
+        trained = [(n, p) for n, p in self.model.net.named_parameters() if p.requires_grad]
+        decay = [p for n, p in trained if p.ndim >= 2 and "embed" not in n]
+        no_decay = [p for n, p in trained if not (p.ndim >= 2 and "embed" not in n)]
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=t.lr,
@@ -294,7 +294,7 @@ class Engine:
             if errors:
                 raise DlmError(f"{self.run_dir}: no readable checkpoint to resume from")
             if self.info.is_main:  # killed before its first checkpoint: start from scratch, and so does the log
-                rewrite_jsonl(self.run_dir / "metrics.jsonl", lambda rec: False)
+                self._truncate_metrics(-1)
             return
         self._check_schedule(meta)
         set_model_state_dict(self.model, raw, options=FULL)
@@ -315,7 +315,7 @@ class Engine:
                 if key.startswith(oprefix):
                     fqn, item = key[len(oprefix) :].split("/", 1)
                     nstate["state"].setdefault(fqn, {})[item] = val
-            set_optimizer_state_dict(module, opt, optim_state_dict=nstate, options=FULL)
+            set_optimizer_state_dict(module, opt, optim_state_dict=nstate, options=FULL_LOOSE)  # unused parameters have no state
         self.sampler.load_state_dict(meta["sampler"])
         saved_ranks = sorted({int(k.split("/")[1]) for k in tensors if k.startswith("method/")})
         if saved_ranks:  # this rank's own state, or rank 0's when the number of processes changed
@@ -333,7 +333,7 @@ class Engine:
         elif self.info.is_main:
             say(f"warning: resumed with {self.info.world} processes instead of {meta['world']}: random streams restart")
         if self.info.is_main:
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            self._truncate_metrics(self.step)
             say(f"resumed {self.run_dir} at step {self.step} from {folder.name}")
 
     def _check_schedule(self, meta: dict[str, Any]) -> None:
@@ -355,6 +355,33 @@ class Engine:
             return
         if self.info.is_main:
             say(message)
+
+    def _truncate_metrics(self, step: int) -> None:
+        truncate_metrics(self.metrics_path, step, self.tags)
+
+    def _better(self, value: float) -> bool:
+        if self.best_val is None:
+            return True
+        return value > self.best_val if self.recipe.higher_is_better else value < self.best_val
+
+    def _validate(self, record: dict[str, Any]) -> float | None:
+        """The recipe's validation figure into ``record``; the best weights so far to ``checkpoints/best``."""
+        v = self.recipe.validate(self)
+        if v is not None:
+            record.update(step=self.step, val_loss=v)
+            if self._better(v):
+                self.best_val = v
+                weights = self._inference_state()
+                if self.info.is_main:
+                    ckpt.save_checkpoint(self.run_dir / "checkpoints" / "best", self.model, self.tokenizer, weights)
+        return v
+
+    def _log(self, record: dict[str, Any], loggers: Any) -> None:
+        record = self.recipe.record(self, {**self.tags, **record})
+        self.history.append(record)
+        if self.info.is_main:
+            append_jsonl(self.metrics_path, record)
+            loggers.log(record)
 
     def save(self) -> None:
         weights, tensors, meta = self._state()
@@ -462,13 +489,17 @@ class Engine:
 
     def _fit(self) -> TrainResult:
         t = self.cfg.train
-        metrics_path = self.run_dir / "metrics.jsonl"
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=f"train {self.cfg.model.kind}", dynamic_ncols=True)
         loggers = open_run_loggers(self.cfg, self.run_dir, self.step, self.info.is_main)  # TensorBoard / W&B besides metrics.jsonl
         start, start_step = time.perf_counter(), self.step
         loss = val = float("nan")
         window, extra_window = self.window, self.extra_window  # a resumed run's window goes on
+        if self.step == 0 and t.steps > 0 and self.recipe.validate_at_start:
+            record: dict[str, Any] = {}
+            if (v := self._validate(record)) is not None:
+                val = v
+                self._log(record, loggers)
         while self.step < t.steps:
             loss = self._train_step()
             self.step += 1
@@ -484,20 +515,10 @@ class Engine:
                 window, extra_window = [], {}
             self.window, self.extra_window = window, extra_window
             if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
-                v = self.recipe.validate(self)
-                if v is not None:
+                if (v := self._validate(record)) is not None:
                     val = v
-                    record.update(step=self.step, val_loss=v)
-                    if self.best_val is None or v < self.best_val:
-                        self.best_val = v
-                        weights = self._inference_state()
-                        if self.info.is_main:
-                            ckpt.save_checkpoint(self.run_dir / "checkpoints" / "best", self.model, self.tokenizer, weights)
             if record:
-                self.history.append(record)
-                if self.info.is_main:
-                    append_jsonl(metrics_path, record)
-                    loggers.log(record)
+                self._log(record, loggers)
             if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps:
                 self.save()
             if t.sample_every and self.step % t.sample_every == 0 and self.step != t.steps:
@@ -521,10 +542,12 @@ class Engine:
         )
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after ``step`` by a run that was killed later than its checkpoint
-    (and a last line the kill cut short)."""
-    rewrite_jsonl(path, lambda rec: rec.get("step", 0) <= step)
+def truncate_metrics(path: Path, step: int, tags: dict[str, Any] | None = None) -> None:
+    """Drop a run's metric lines after ``step`` (written by a run killed later than its checkpoint;
+    all of them for -1) and a last line the kill cut short. ``tags``: the fields that mark the run's
+    lines in a shared file (e.g. a DLM-One stage); other lines stay."""
+    tags = tags or {}
+    rewrite_jsonl(path, lambda rec: rec.get("step", 0) <= step or any(rec.get(k) != v for k, v in tags.items()))
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # annotations only: the engine imports this module
 class Recipe:
     """Defaults for a recipe that trains one model on its kind's loss; override what differs."""
 
+    wrap = True  # under torchrun the engine wraps the model in DDP/FSDP; False: the recipe averages gradients itself
+    higher_is_better = False  # of the validation figure (the best checkpoint keeps its optimum)
+    validate_at_start = False  # the starting weights are a candidate for the best checkpoint too
+
     def setup(self, engine: Engine) -> None:
         """Set ``engine.tokenizer``, ``engine.model`` and the data (``engine.blocks``,
         ``engine.valid_blocks``, ``engine.valid_order``). Called once, rank 0 holding the run lock."""
@@ -45,6 +49,14 @@ class Recipe:
     def validate(self, engine: Engine) -> float | None:
         """The validation figure (lower is better): by default the kind's loss on the validation blocks."""
         return engine.evaluate()
+
+    def tags(self, engine: Engine) -> dict[str, Any]:
+        """Fields that mark this run's lines in a metrics file it shares (e.g. ``{"stage": 2}``)."""
+        return {}
+
+    def record(self, engine: Engine, record: dict[str, Any]) -> dict[str, Any]:
+        """A metrics line as the recipe wants it written (by default unchanged)."""
+        return record
 
     def preview(self, engine: Engine) -> Any:
         """Write a few samples of the current weights (optional)."""

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dlmkit.data.blocks import PackedBlocks
-from dlmkit.data.corpus import iter_documents, tokenize_corpus
+from dlmkit.data.corpus import iter_documents, resolve_paths, tokenize_corpus
 from dlmkit.data.seq2seq import load_pairs
 from dlmkit.data.seq2seq_blocks import prepare_seq2seq
 from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
@@ -164,6 +164,9 @@ class Trainer(Engine):
         self, cfg: RunConfig, *, resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
         start: tuple[DlmModel, Tokenizer] | None = None,
     ):
+        if not cfg.data.train:
+            raise DlmError("no training data: set data.train=PATH (files, folders, globs or jsonl)")
+        resolve_paths(cfg.data.train)  # a missing path fails before the run folder is made
         super().__init__(cfg, Pretrain(loss_fn, start), resume=resume, progress=progress)
 
 
