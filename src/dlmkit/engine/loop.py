@@ -38,7 +38,7 @@ from dlmkit.errors import DlmError
 from dlmkit.io import append_jsonl, rewrite_jsonl, write_text
 from dlmkit.hub.model import read_weights
 from dlmkit.hub import checkpoint as ckpt
-from dlmkit.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
+from dlmkit.engine.distributed import DistInfo, gather_objects, init_distributed, mean_across
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.loggers import open_run_loggers
 from dlmkit.engine.recipe import Recipe
@@ -99,8 +99,7 @@ class Engine:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         if resume and not (self.run_dir / "config.yaml").is_file():
             raise DlmError(f"{self.run_dir}: not a dlmkit run folder (no config.yaml): cannot resume")
-        self.lock = RunLock(self.run_dir)
-        self._lock_run()
+        self.lock = lock_run_folder(self.run_dir, self.info, ("checkpoints", "tokenizer", "samples"))
         try:
             self._setup(cfg, resume, progress)
         except BaseException:
@@ -155,25 +154,6 @@ class Engine:
             self._restore()
             if self.info.is_main:
                 write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
-
-    def _lock_run(self) -> None:
-        """Rank 0 locks the run folder and clears what a killed run left; every rank learns whether
-        the lock was taken (so a refused launch fails everywhere instead of hanging)."""
-        error = None
-        if self.info.is_main:
-            try:
-                self.lock.acquire()
-                for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "tokenizer", self.run_dir / "samples"):
-                    for name in ckpt.clear_partial(folder):
-                        say(f"removed {folder / name}, left by a killed run")
-            except DlmError as e:
-                error = str(e)
-            except OSError as e:
-                error = f"{self.run_dir}: cannot use this run folder ({e.strerror or e})"
-        error = gather_objects(error)[0]
-        if error is not None:
-            self.lock.release()
-            raise DlmError(error)
 
     def close(self) -> None:
         """Release the run folder (``fit`` does this when it ends)."""
@@ -540,6 +520,27 @@ class Engine:
             seconds=seconds,
             history=self.history,
         )
+
+
+def lock_run_folder(run_dir: Path, info: DistInfo, subfolders: tuple[str, ...] = ()) -> RunLock:
+    """Rank 0 locks ``run_dir`` and clears what a killed run left in it and its ``subfolders``; every
+    rank learns whether the lock was taken (so a refused launch fails everywhere instead of hanging)."""
+    lock, error = RunLock(run_dir), None
+    if info.is_main:
+        try:
+            lock.acquire()
+            for folder in (run_dir, *(run_dir / sub for sub in subfolders)):
+                for name in ckpt.clear_partial(folder):
+                    say(f"removed {folder / name}, left by a killed run")
+        except DlmError as e:
+            error = str(e)
+        except OSError as e:
+            error = f"{run_dir}: cannot use this run folder ({e.strerror or e})"
+    error = gather_objects(error)[0]
+    if error is not None:
+        lock.release()
+        raise DlmError(error)
+    return lock
 
 
 def truncate_metrics(path: Path, step: int, tags: dict[str, Any] | None = None) -> None:

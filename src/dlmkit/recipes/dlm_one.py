@@ -54,9 +54,8 @@ from dlmkit.hub.model import DlmModel
 from dlmkit.hub import checkpoint as ckpt
 from dlmkit.engine.config import RunConfig, apply_override, from_dict, load_config
 from dlmkit.engine.distributed import average_gradients, barrier, gather_objects, init_distributed
-from dlmkit.engine.loop import Engine
+from dlmkit.engine.loop import Engine, lock_run_folder
 from dlmkit.engine.recipe import Recipe
-from dlmkit.engine.runlock import RunLock
 
 
 @dataclass
@@ -393,28 +392,11 @@ def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None
         cfg = from_dict(DistillConfig, saved["config"])
         teacher, data, valid = saved["teacher"], saved.get("data"), saved.get("valid")
     cfg = apply_overrides(cfg, list(overrides))
-    lock = _lock(out)  # one launch per run folder; released on return or exit
+    lock = lock_run_folder(out, init_distributed(), ("stage1", "stage1/checkpoints", "stage2", "stage2/checkpoints"))
     try:
         return _distill(teacher, out, cfg, data, valid, device, resume, progress)
     finally:
         lock.release()
-
-
-def _lock(out: Path) -> RunLock:
-    """Rank 0 locks the run folder and clears what a killed run left; a refusal fails every process."""
-    lock, error = RunLock(out), None
-    if init_distributed().is_main:
-        try:
-            lock.acquire()
-            for folder in (out, out / "stage1", out / "stage1" / "checkpoints", out / "stage2", out / "stage2" / "checkpoints"):
-                ckpt.clear_partial(folder)
-        except DlmError as e:
-            error = str(e)
-    error = gather_objects(error)[0]
-    if error is not None:
-        lock.release()
-        raise DlmError(error)
-    return lock
 
 
 def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, valid: str | None, device: str | None,
