@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -91,8 +91,12 @@ class Engine:
     """Holds a run's recipe, model, networks, optimisers, data order and RNGs; ``fit()`` trains to
     ``cfg.train.steps``."""
 
-    def __init__(self, cfg: RunConfig, recipe: Recipe, *, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: RunConfig, recipe: Recipe, *, resume: bool = False, progress: bool = True,
+                 device: torch.device | None = None):
+        """``device``: one process's device instead of the default (CUDA when present)."""
         self.info = init_distributed()
+        if device is not None and self.info.world == 1:
+            self.info = replace(self.info, device=torch.device(device))
         self.recipe = recipe
         self.step_metrics: dict[str, float] = {}
         self.run_dir = Path(cfg.out_dir)

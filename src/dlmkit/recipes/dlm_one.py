@@ -354,7 +354,7 @@ def stage_engine(d: Distillation, out: Path, stage: int, *, init_student: Path |
     """The engine holding ``stage`` of the run in ``out`` (resumed when its folder holds one)."""
     cfg = d.run_config(out, stage)
     resume = resume and (Path(cfg.out_dir) / "config.yaml").is_file()
-    return Engine(cfg, Stage(d, stage, init_student, out / "metrics.jsonl"), resume=resume, progress=progress)
+    return Engine(cfg, Stage(d, stage, init_student, out / "metrics.jsonl"), resume=resume, progress=progress, device=d.device)
 
 
 def run_stage(d: Distillation, out: Path, stage: int, *, init_student: Path | None, resume: bool, progress: bool) -> dict[str, Any]:
