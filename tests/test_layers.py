@@ -93,7 +93,6 @@ ALLOWED: set[str] = {
     "dlmkit.networks.hf_causal -> dlmkit.methods.ar (up a layer)",
     "dlmkit.networks.hf_causal -> dlmkit.methods.base (up a layer)",
     "dlmkit.quickstart -> dlmkit.data.default_corpus (inside a function)",
-    "dlmkit.recipes.dlm_one -> dlmkit.eval.tasks.perplexity (up a layer)",
 }
 
 

@@ -199,10 +199,8 @@ class Distillation:
     """What both stages share: the frozen teacher, its tokenizer and data, the resolved options."""
 
     def __init__(self, teacher_path: str, cfg: DistillConfig, *, data: str | None, valid: str | None, device: str | None):
-        from dlmkit.eval.tasks.perplexity import resolve_device
-
-        self.info = init_distributed()
-        self.device = self.info.device if self.info.world > 1 else resolve_device(device)
+        self.info = init_distributed()  # its device: CUDA when present, else the CPU
+        self.device = torch.device(device) if device and self.info.world == 1 else self.info.device
         self.teacher, self.tokenizer = ckpt.load_model(teacher_path, self.device)
         if self.teacher.kind != "diffuseq":
             raise DlmError(f"DLM-One distils a diffuseq teacher, got a {self.teacher.kind} model")
