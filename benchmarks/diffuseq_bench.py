@@ -7,7 +7,7 @@ For each task (the splits of shared/data/README.md, stated in the report):
 * simplification (``simplification``): train ASSET valid (x10 refs) + TurkCorpus valid (x8),
   evaluate on ASSET test (10 references: multi-reference BLEU and sacreBLEU corpus BLEU).
 
-it trains a ``diffuseq`` teacher through ``dlmkit.engine.loop.train`` and the ``ar`` kind on the
+it trains a ``diffuseq`` teacher through ``dlmkit.recipes.pretrain.train`` and the ``ar`` kind on the
 same ``src sep trg eos`` rows (the same ``train``, with ``data.format=seq2seq``) into ``WORK/TASK/{diffuseq,ar}``
 (a finished run there is reused, so the DLM-One bench distils the same teachers), then reports:
 BLEU vs sampling steps (DDIM respaced, one candidate) with time per sample at ``--eval-batch``;
@@ -57,7 +57,7 @@ from dlmkit.hub.model import DlmModel  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
 from dlmkit.hub.checkpoint import step_folders  # noqa: E402
 from dlmkit.hub.load import load as load_model  # noqa: E402
-from dlmkit.engine.loop import train  # noqa: E402
+from dlmkit.recipes.pretrain import train  # noqa: E402
 
 TASKS = ("qqp", "quasar_t", "simplification")
 DEFAULT_DATA = str(Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")) / "seq2seq")

@@ -43,7 +43,7 @@ from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
 from dlmkit.io import write_json
 from dlmkit.hub.checkpoint import step_folders
 from dlmkit.hub.load import load as load_model
-from dlmkit.engine.loop import train
+from dlmkit.recipes.pretrain import train
 
 KINDS = ["ar", "mdlm", "sedd_absorb", "sedd_uniform"]
 TRAIN_PARTS = ["austen", "kjv.txt", "fortunes.txt", "tinystories"]

@@ -52,7 +52,7 @@ def ar_teacher(args, size: dict, work: Path) -> str:
     if args.ar_teacher:
         return args.ar_teacher
     from dlmkit.engine.config import load_config
-    from dlmkit.engine.loop import train
+    from dlmkit.recipes.pretrain import train
 
     out = work / "ar-teacher"
     if not (out / "checkpoints").is_dir():

@@ -28,7 +28,7 @@ SKY = "the colour of the sky is blue. "
 
 
 def train_tiny(out: Path, data: Path, kind: str, steps: int, *extra: str) -> Path:
-    from dlmkit.engine.loop import train
+    from dlmkit.recipes.pretrain import train
 
     train(load_config("tiny", [*TINY, f"model.kind={kind}", f"data.train={data}", f"out_dir={out}", f"train.steps={steps}", *extra]), progress=False)
     return out

@@ -25,9 +25,9 @@ def pair_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, pair_file):
-    """A tiny diffuseq run trained 40 steps through dlmkit.engine.loop.train (shared by tests)."""
+    """A tiny diffuseq run trained 40 steps through dlmkit.recipes.pretrain.train (shared by tests)."""
     from dlmkit.engine.config import load_config
-    from dlmkit.engine.loop import train
+    from dlmkit.recipes.pretrain import train
 
     out = tmp_path_factory.mktemp("runs") / "dq"
     cfg = load_config("diffuseq-tiny", [*TINY, f"data.train={pair_file}", f"out_dir={out}", "train.steps=40"])

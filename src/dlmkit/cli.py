@@ -49,7 +49,7 @@ def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[], 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from dlmkit.engine.config import load_config
-    from dlmkit.engine.loop import resume_config, train
+    from dlmkit.recipes.pretrain import resume_config, train
 
     items = list(args.items)
     if args.resume:
@@ -162,7 +162,7 @@ def cmd_distill_dlm_one(args: argparse.Namespace) -> None:
     from dlmkit.recipes.dlm_one import distill_dlm_one
 
     check_output(args.out, "--out", folder=True)
-    result = distill_dlm_one(args.teacher, args.out, overrides=args.set or [], data=args.data, valid=args.valid,
+    result = distill_dlm_one(args.teacher, args.out, overrides=[*(args.set or []), *args.items], data=args.data, valid=args.valid,
                              device=args.device, resume=args.resume, progress=not args.no_progress)
 
     def human() -> None:
@@ -204,8 +204,9 @@ def add_distill_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], No
     one.add_argument("--out", required=True, help="run folder of the distillation (the student lands in OUT/student)")
     one.add_argument("--data", default=None, help="training pairs (jsonl {src, trg}) instead of the teacher run's")
     one.add_argument("--valid", default=None, help="validation pairs for the BLEU checks")
-    one.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="option override, repeatable: stage1.steps, stage1.mu, stage2.b_adv, t_init, batch_size, eval_every, ...")
+    one.add_argument("items", nargs="*", metavar="KEY=VALUE",
+                     help="option overrides like `dlm train`'s: stage1.steps, stage1.mu, stage2.b_adv, t_init, batch_size, eval_every, ...")
+    one.add_argument("--set", action="append", metavar="KEY=VALUE", help="an option override (the same as a KEY=VALUE item)")
     one.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     one.add_argument("--device", type=device, default=None)
     one.add_argument("--no-progress", action="store_true")

@@ -23,7 +23,8 @@ from dlmkit.io import write_text
 from dlmkit.methods.base import get_method_class
 from dlmkit.engine.curves import plot_runs
 from dlmkit.engine.distributed import DistInfo
-from dlmkit.engine.loop import prepare_tokenizer, say, train
+from dlmkit.engine.loop import say
+from dlmkit.recipes.pretrain import prepare_tokenizer, train
 
 # Small enough that the four kinds train in about 3 minutes together on a 2-core CPU (one thread).
 QUICK_OVERRIDES = [

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dlmkit.engine.config import load_config
-from dlmkit.engine.loop import train
+from dlmkit.recipes.pretrain import train
 from dlmkit.errors import DlmError
 from dlmkit.hub.load import load as load_model
 from seq2seq_pairs import TINY

@@ -2,7 +2,7 @@
 
 import torch
 
-from dlmkit.engine.loop import Trainer
+from dlmkit.recipes.pretrain import Trainer
 
 
 def test_fused_adamw_matches_foreach():

@@ -9,7 +9,7 @@ from readme_packages import require  # README-installed: fail, never skip
 
 from dlmkit.cli import main
 from dlmkit.errors import DlmError
-from dlmkit.engine.loop import train
+from dlmkit.recipes.pretrain import train
 
 
 def _records(run):

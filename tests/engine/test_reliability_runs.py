@@ -28,7 +28,8 @@ from dlmkit.engine.config import dump_yaml, load_config
 from dlmkit.errors import DlmError
 from dlmkit.hub import checkpoint as ckpt
 from dlmkit.hub.load import load as load_model
-from dlmkit.engine.loop import Trainer, lr_factor, resume_config, train
+from dlmkit.engine.loop import lr_factor, resume_config
+from dlmkit.recipes.pretrain import Trainer, train
 
 
 TIMING = {"tokens_per_s", "teacher_s", "teacher_share"}  # wall-clock figures: the only fields allowed to differ
@@ -174,14 +175,14 @@ def test_metrics_with_a_torn_last_line_resume(tiny_cfg):
 
 
 def test_dlm_one_metrics_truncation_tolerates_a_torn_line(tmp_path):
-    from dlmkit.recipes.dlm_one import _truncate_metrics_stage
+    from dlmkit.engine.loop import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     rows = [{"stage": 1, "step": 0}, {"stage": 1, "step": 2}, {"stage": 1, "step": 4}, {"stage": 2, "step": 0}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": 2, "st')
-    _truncate_metrics_stage(path, 2, -1)  # stage 2 starts over: its lines go, the torn one too
+    truncate_metrics(path, -1, {"stage": 2})  # stage 2 starts over: its lines go, the torn one too
     assert [json.loads(x) for x in path.read_text().splitlines()] == rows[:3]
-    _truncate_metrics_stage(path, 1, 2)
+    truncate_metrics(path, 2, {"stage": 1})
     assert [json.loads(x) for x in path.read_text().splitlines()] == rows[:2]
 
 

@@ -18,7 +18,7 @@ from dlmkit.engine.config import dump_yaml
 from dlmkit.errors import DlmError
 from dlmkit.hub.checkpoint import step_folders
 from dlmkit.hub.load import load as load_model
-from dlmkit.engine.loop import resume_config, train
+from dlmkit.recipes.pretrain import resume_config, train
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:

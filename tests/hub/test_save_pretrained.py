@@ -9,7 +9,7 @@ import torch
 from dlmkit.errors import DlmError
 from dlmkit.hub.model import DlmModel
 from dlmkit.hub.load import load as load_model
-from dlmkit.engine.loop import train
+from dlmkit.recipes.pretrain import train
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ def pair_file(tmp_path_factory) -> Path:
 def teacher_run(tmp_path_factory, pair_file) -> Path:
     """A tiny diffuseq teacher trained 10 steps (seconds on a CPU)."""
     from dlmkit.engine.config import load_config
-    from dlmkit.engine.loop import train
+    from dlmkit.recipes.pretrain import train
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     cfg = load_config("diffuseq-tiny", [*TINY, f"data.train={pair_file}", f"out_dir={out}", "train.steps=10"])

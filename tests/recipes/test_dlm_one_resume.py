@@ -28,7 +28,7 @@ SETS = ["batch_size=4", "eval_n=8", "log_every=1", "eval_every=2", "save_every=1
 def dropout_teacher(tmp_path_factory, pair_file) -> Path:
     """A tiny diffuseq teacher with dropout 0.1 (its students inherit it)."""
     from dlmkit.engine.config import load_config
-    from dlmkit.engine.loop import train
+    from dlmkit.recipes.pretrain import train
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     cfg = load_config("diffuseq-tiny", [*TINY, f"data.train={pair_file}", f"out_dir={out}", "train.steps=6", "model.dropout=0.1"])
@@ -69,7 +69,7 @@ def test_two_identical_runs_give_identical_weights(dropout_teacher, tmp_path, on
 
 def _checkpoint_write_in_progress(out: Path) -> bool:
     """A temporary checkpoint folder (``.step_N.*``, ``.best.*``) exists: a write is under way."""
-    return any(p.name.startswith(".") for stage in ("stage1", "stage2") for folder in (out / stage, out / stage / "checkpoints")
+    return any(p.name.startswith(".") and p.name != ".lock" for stage in ("stage1", "stage2") for folder in (out / stage, out / stage / "checkpoints")
                if folder.is_dir() for p in folder.iterdir())
 
 
@@ -121,12 +121,12 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(dropout_teach
 def test_metrics_of_a_killed_stage_are_cut_back(tmp_path):
     """Resume cuts the stage's lines after the checkpoint (all of them when there is none) and a
     half-written last line; the other stage's lines stay."""
-    from dlmkit.recipes.dlm_one import _truncate_metrics_stage
+    from dlmkit.engine.loop import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     lines = ['{"stage": 1, "step": 0}', '{"stage": 1, "step": 4}', '{"stage": 2, "step": 0}', '{"stage": 2, "step": 1}']
     path.write_text("\n".join(lines) + '\n{"stage": 2, "st', encoding="utf-8")
-    _truncate_metrics_stage(path, 2, 0)
+    truncate_metrics(path, 0, {"stage": 2})
     assert path.read_text(encoding="utf-8") == "".join(line + "\n" for line in lines[:3])
-    _truncate_metrics_stage(path, 2, -1)
+    truncate_metrics(path, -1, {"stage": 2})
     assert path.read_text(encoding="utf-8") == "".join(line + "\n" for line in lines[:2])

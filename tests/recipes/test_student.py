@@ -9,7 +9,7 @@ import torch
 from dlmkit.cli import main
 from dlmkit.data.seq2seq_blocks import target_mask
 from dlmkit.diffusion import sid
-from dlmkit.recipes.dlm_one import DistillConfig, DLMOneDistiller, apply_overrides
+from dlmkit.recipes.dlm_one import DistillConfig, Distillation, apply_overrides, stage_engine
 from dlmkit.methods.diffuseq import DiffuSeqNet
 from dlmkit.methods.dlm_one import OneStepSampler, one_step
 from dlmkit.networks.transformer import BackboneConfig
@@ -44,50 +44,50 @@ def test_condition_positions_are_never_altered():
 
 
 def distiller(teacher_run, tmp_path, extra=()):
+    """Stage 1 of a run: its recipe (``.run``: teacher, data and options; ``.engine``: the engine)."""
     cfg = apply_overrides(DistillConfig(), [*TINY_DISTILL, *extra])
-    return DLMOneDistiller(str(teacher_run), str(tmp_path / "d"), cfg, progress=False)
+    run = Distillation(str(teacher_run), cfg, data=None, valid=None, device=None)
+    return stage_engine(run, tmp_path / "d", 1, init_student=None, resume=False, progress=False).recipe
 
 
 def test_training_sees_true_conditions_and_freezes_the_embeddings(teacher_run, tmp_path):
     d = distiller(teacher_run, tmp_path, ["stage1.b_adv=0.1"])
-    d._setup_stage(1, None)
     seen = []
-    real_x0 = d.t_net.x0
+    real_x0 = d.run.t_net.x0
 
     def spy(x_t, t):
         seen.append(x_t.detach().clone())
         return real_x0(x_t, t)
 
-    d.t_net.x0 = spy
+    d.run.t_net.x0 = spy
     emb_before = d.g_net.word_emb.weight.detach().clone()
-    sampler_state = dict(d.sampler.state_dict())
-    d.train_step()
+    sampler_state = dict(d.engine.sampler.state_dict())
+    d.engine._train_step()
     # the batch this step drew
-    d.sampler.load_state_dict(sampler_state)
-    rows = d.train_blocks.batch(d.train_blocks.train[d.sampler.next_indices()])
-    mask = target_mask(rows, d.sep)
-    clean = d.t_net.embed(rows)
+    d.engine.sampler.load_state_dict(sampler_state)
+    rows = d.run.train_blocks.batch(d.run.train_blocks.train[d.engine.sampler.next_indices()])
+    mask = target_mask(rows, d.run.sep)
+    clean = d.run.t_net.embed(rows)
     assert seen and all(torch.equal(x[~mask], clean[~mask]) for x in seen)
     assert torch.equal(d.g_net.word_emb.weight, emb_before)
-    assert all(not p.requires_grad for p in d.teacher.parameters())
+    assert all(not p.requires_grad for p in d.run.teacher.parameters())
 
 
 def test_psi_learns_to_call_real_pairs_real(teacher_run, tmp_path):
     """Only the adversarial term of psi (a_dsm = 0), a large step size: after a few updates psi's
     logits are higher on real pairs than on generated ones (fails if Eq. 5's labels are swapped)."""
     d = distiller(teacher_run, tmp_path, ["stage1.a_dsm=0", "stage1.b_adv=1", "stage1.lr_psi=3e-3", "stage1.lr_theta=0", "stage1.a_sd=0"])
-    d._setup_stage(1, None)
     for _ in range(6):
-        d.train_step()
-    rows = d.train_blocks.batch(d.train_blocks.train[:16])
-    mask = target_mask(rows, d.sep)
+        d.engine._train_step()
+    rows = d.run.train_blocks.batch(d.run.train_blocks.train[:16])
+    mask = target_mask(rows, d.run.sep)
     with torch.no_grad():
-        x_real = d.t_net.embed(rows)
+        x_real = d.run.t_net.embed(rows)
         g = torch.Generator().manual_seed(0)
-        x_g = one_step(d.g_net.x0, x_real, mask, torch.randn(x_real.shape, generator=g), d.cfg.t_init)
+        x_g = one_step(d.g_net.x0, x_real, mask, torch.randn(x_real.shape, generator=g), d.run.cfg.t_init)
         t = torch.full((16,), 20)
-        _, l_real = d.psi(d.diffusion.q_sample(x_real, t, mask, generator=g), t, mask)
-        _, l_fake = d.psi(d.diffusion.q_sample(x_g, t, mask, generator=g), t, mask)
+        _, l_real = d.psi(d.run.diffusion.q_sample(x_real, t, mask, generator=g), t, mask)
+        _, l_fake = d.psi(d.run.diffusion.q_sample(x_g, t, mask, generator=g), t, mask)
     assert l_real.mean() > l_fake.mean()
     assert sid.discriminator_loss(l_real, l_fake).mean() < 2 * torch.log(torch.tensor(2.0))
 
@@ -147,11 +147,10 @@ def test_each_update_reaches_only_its_own_network(teacher_run, tmp_path):
     Eq. 6) adds none to psi or the teacher. Both optimisers are SiD's AdamW(betas=(0, 0.999)) without
     weight decay, and the frozen embedding table is in neither."""
     d = distiller(teacher_run, tmp_path, ["stage1.b_adv=0.1"])
-    d._setup_stage(1, None)
-    for opt in (d.opt_theta, d.opt_psi):
+    for opt in (d.engine.opt, d.opt_psi):
         for group in opt.param_groups:
             assert tuple(group["betas"]) == (0.0, 0.999) and group["weight_decay"] == 0.0
-    in_opt = {id(p) for opt in (d.opt_theta, d.opt_psi) for group in opt.param_groups for p in group["params"]}
+    in_opt = {id(p) for opt in (d.engine.opt, d.opt_psi) for group in opt.param_groups for p in group["params"]}
     assert id(d.g_net.word_emb.weight) not in in_opt and id(d.psi.net.word_emb.weight) not in in_opt
     seen: dict[str, object] = {}
     psi_step = d.opt_psi.step
@@ -164,11 +163,11 @@ def test_each_update_reaches_only_its_own_network(teacher_run, tmp_path):
         return out
 
     d.opt_psi.step = record_psi_step
-    d.train_step()
+    d.engine._train_step()
     assert all(g is None for g in seen["student_grads"])
     assert seen["disc_head_grad"]
     for n, p in d.psi.named_parameters():
         before = seen["psi_grads"][n]
         assert (p.grad is None and before is None) or torch.equal(p.grad, before), n
-    assert all(p.grad is None for p in d.teacher.parameters())
+    assert all(p.grad is None for p in d.run.teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.student.parameters())

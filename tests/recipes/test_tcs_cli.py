@@ -28,7 +28,7 @@ TINY = [
 
 
 def _train(out: Path, data: Path, kind: str, steps: int) -> Path:
-    from dlmkit.engine.loop import train
+    from dlmkit.recipes.pretrain import train
 
     train(load_config("tiny", [*TINY, f"model.kind={kind}", f"data.train={data}", f"out_dir={out}", f"train.steps={steps}"]), progress=False)
     return out

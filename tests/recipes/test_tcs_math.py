@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlmkit.recipes.tcs import TCSLoss, estimate_target
+from dlmkit.diffusion.tcs import estimate_target
+from dlmkit.recipes.tcs import TCSLoss
 from dlmkit.hub.teachers import Teacher
 from dlmkit.errors import DlmError
 from dlmkit.methods.base import Specials

@@ -260,7 +260,7 @@ def _set_field(obj: Any, key: str, value: Any, prefix: str) -> None:
     name = prefix + key
     if key not in types_:
         known = ", ".join(types_)
-        raise DlmError(f"unknown config key '{name}' (known here: {known})")
+        raise DlmError(f"unknown config key '{name}': an unknown option (known here: {known})")
     typ = types_[key]
     if dataclasses.is_dataclass(typ):
         current = getattr(obj, key)
@@ -308,7 +308,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-    raise DlmError(f"config key '{name}' has a value of the wrong type: {value!r} (expected {_type_name(typ)})")
+    expected = {int: "an integer", float: "a number"}.get(typ, _type_name(typ))
+    raise DlmError(f"config key '{name}' has a value of the wrong type: {value!r} is not {expected}")
 
 
 def _type_name(typ: Any) -> str:

@@ -62,3 +62,15 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_gradients(params: Any) -> None:
+    """Replace each gradient by its mean over all processes (data parallelism for recipes whose
+    updates do not fit DDP's one forward / one backward per step, e.g. several optimisers)."""
+    if not dist.is_initialized():
+        return
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)

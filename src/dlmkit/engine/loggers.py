@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from dlmkit.engine.config import to_dict
 from dlmkit.errors import DlmError
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
@@ -125,8 +126,6 @@ def open_loggers(names: Sequence[str], run_dir: Path, config: dict[str, Any], *,
 
 def open_run_loggers(cfg: Any, run_dir: Path, step: int, is_main: bool) -> MetricLoggers:
     """The loggers ``cfg.train.loggers`` asks for, for a run at ``step`` (0: a new run); none off rank 0."""
-    from dlmkit.engine.config import to_dict
-
     t = cfg.train
     check_loggers(t.loggers)
     if not is_main:

@@ -1,6 +1,7 @@
-"""The training loop shared by every model kind.
+"""The run engine shared by every training recipe (plain training, TCS, ...).
 
-One process on a CPU, or several processes, GPUs and nodes under ``torchrun`` (DDP, or FSDP for
+A recipe (:class:`dlmkit.engine.recipe.Recipe`) builds the model, data and further networks and
+states one training step; the engine drives it. One process on a CPU, or several processes, GPUs and nodes under ``torchrun`` (DDP, or FSDP for
 models that do not fit one device). AdamW with warm-up then cosine or constant learning rate,
 gradient clipping and accumulation, an optional EMA of the weights, bf16 autocast on CUDA and
 fp32 on CPU, optional ``torch.compile``. Rank 0 shows a progress bar, appends to
@@ -15,11 +16,10 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (
@@ -32,27 +32,22 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
-from dlmkit.engine.config import RunConfig, dump_yaml, load_config
-from dlmkit.data.blocks import BlockSampler, PackedBlocks
-from dlmkit.data.corpus import iter_documents, resolve_paths, tokenize_corpus
-from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
+from dlmkit.engine.config import RunConfig, apply_override, dump_yaml, load_config
+from dlmkit.data.blocks import BlockSampler
 from dlmkit.errors import DlmError
 from dlmkit.io import append_jsonl, rewrite_jsonl, write_text
-from dlmkit.methods.base import Specials, get_method_class
-from dlmkit.hub.model import DlmModel, read_weights
-from dlmkit.networks.transformer import BackboneConfig
+from dlmkit.hub.model import read_weights
 from dlmkit.hub import checkpoint as ckpt
-from dlmkit.hub.load import load as load_model
-from dlmkit.generate.preview import preview_texts
-from dlmkit.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, mean_across
+from dlmkit.engine.distributed import DistInfo, gather_objects, init_distributed, mean_across
 from dlmkit.engine.ema import EMA
 from dlmkit.engine.loggers import open_run_loggers
+from dlmkit.engine.recipe import Recipe
 from dlmkit.engine.runlock import RunLock
-from dlmkit.runtime import default_cache_dir
 
-LossFn = Callable[[Any, nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
+LossFn = Callable[[nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]]
 FULL = StateDictOptions(full_state_dict=True)
 FULL_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)
+FULL_LOOSE = StateDictOptions(full_state_dict=True, strict=False)
 
 
 @dataclass
@@ -88,126 +83,34 @@ def lr_factor(step: int, cfg: RunConfig) -> float:
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def prepare_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo) -> Tokenizer:
-    """The run's tokenizer: loaded from the run folder, or built (rank 0) and saved there."""
-    folder = run_dir / "tokenizer"
-    if info.is_main and not (folder / "tokenizer.json").is_file():
-        corpus = None
-        if cfg.tokenizer.kind == "bpe" and (cfg.data.format or get_method_class(cfg.model.kind).data_format) == "seq2seq":
-            from dlmkit.data.seq2seq import load_pairs
+class Engine:
+    """Holds a run's recipe, model, networks, optimisers, data order and RNGs; ``fit()`` trains to
+    ``cfg.train.steps``."""
 
-            paths = [cfg.data.train] if isinstance(cfg.data.train, str) else cfg.data.train
-            corpus = (text for path in paths for pair in load_pairs(path, cfg.data.src_field, cfg.data.trg_field) for text in pair)
-        elif cfg.tokenizer.kind == "bpe":
-            corpus = iter_documents(cfg.data.train, text_field=cfg.data.text_field, doc_split=cfg.data.doc_split)
-        build_tokenizer(cfg.tokenizer, corpus).save(folder)
-    barrier()
-    return Tokenizer.load(folder)
-
-
-def prepare_data(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo) -> tuple[PackedBlocks, PackedBlocks, np.ndarray]:
-    """Training blocks, and the validation blocks with the indices to use: the held-out split of
-    the training text, or every block of ``data.valid`` when it is set."""
-    if (cfg.data.format or get_method_class(cfg.model.kind).data_format) == "seq2seq":
-        from dlmkit.data.seq2seq_blocks import prepare_seq2seq
-
-        return prepare_seq2seq(cfg, tokenizer)
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
-    kw = dict(text_field=cfg.data.text_field, doc_split=cfg.data.doc_split)
-    if info.is_main:  # tokenise once; the other ranks read the cache
-        tokenize_corpus(cfg.data.train, tokenizer, cache, **kw)
-        if cfg.data.valid:
-            tokenize_corpus(cfg.data.valid, tokenizer, cache, **kw)
-    barrier()
-    L = cfg.model.seq_len
-    frac = 0.0 if cfg.data.valid else cfg.data.valid_fraction
-    train = PackedBlocks(tokenize_corpus(cfg.data.train, tokenizer, cache, **kw), L, valid_fraction=frac, seed=cfg.seed)
-    if not cfg.data.valid:
-        return train, train, train.valid
-    valid = PackedBlocks(tokenize_corpus(cfg.data.valid, tokenizer, cache, **kw), L, valid_fraction=0.0, seed=cfg.seed)
-    return train, valid, valid.train
-
-
-def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> DlmModel:
-    """A fresh model of ``cfg.model.kind`` sized by ``cfg.model`` for ``tokenizer``'s vocabulary."""
-    m = cfg.model
-    backbone = BackboneConfig(
-        vocab_size=tokenizer.vocab_size,
-        n_layers=m.n_layers,
-        d_model=m.d_model,
-        n_heads=m.n_heads,
-        d_cond=m.d_cond,
-        mlp_ratio=m.mlp_ratio,
-        dropout=m.dropout,
-        seq_len=m.seq_len,
-        tie_weights=m.tie_weights,
-    )
-    specials = Specials(eos=tokenizer.eos_id, pad=tokenizer.pad_id, mask=tokenizer.mask_id, sep=tokenizer.sep_id)
-    return DlmModel.build(m.kind, backbone, specials, asdict(cfg.diffusion))
-
-
-def load_start(cfg: RunConfig) -> tuple[DlmModel, Tokenizer]:
-    """The model ``model.init_from`` names, with its tokenizer; ``cfg.model`` is set to its kind and shape."""
-    path = cfg.model.init_from
-    assert path
-    model, tokenizer = load_model(path)
-    if not isinstance(model, DlmModel):
-        raise DlmError(f"model.init_from={path}: a Hugging Face causal LM cannot start a dlmkit run "
-                       "(give a dlmkit run or checkpoint, or a released SEDD / MDLM folder)")
-    describe_model(cfg, model)
-    return model, tokenizer
-
-
-def describe_model(cfg: RunConfig, model: DlmModel) -> None:
-    """Set ``cfg.model``'s kind and shape to ``model``'s (what the run's config.yaml records)."""
-    b = model.config["backbone"]
-    cfg.model.kind = model.kind
-    for name in ("n_layers", "d_model", "n_heads", "d_cond", "mlp_ratio", "dropout", "seq_len", "tie_weights"):
-        setattr(cfg.model, name, b[name])
-
-
-class Trainer:
-    """Holds a run's model, optimiser, data order and RNGs; ``fit()`` trains to ``cfg.train.steps``."""
-
-    def __init__(
-        self, cfg: RunConfig, *, resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
-        start: tuple[DlmModel, Tokenizer] | None = None,
-    ):
-        """``start``: the (model, tokenizer) of ``model.init_from`` when the caller already loaded it."""
+    def __init__(self, cfg: RunConfig, recipe: Recipe, *, resume: bool = False, progress: bool = True,
+                 device: torch.device | None = None):
+        """``device``: one process's device instead of the default (CUDA when present)."""
         self.info = init_distributed()
-        self.loss_fn = loss_fn  # replaces method.loss in training steps (evaluation keeps the kind's own loss)
+        if device is not None and self.info.world == 1:
+            self.info = replace(self.info, device=torch.device(device))
+        self.recipe = recipe
         self.step_metrics: dict[str, float] = {}
         self.run_dir = Path(cfg.out_dir)
-        if not cfg.data.train:
-            raise DlmError("no training data: set data.train=PATH (files, folders, globs or jsonl)")
-        resolve_paths(cfg.data.train)  # a missing path fails before the run folder is made
+        self.metrics_path = self.run_dir / "metrics.jsonl"
         if resume and not (self.run_dir / "config.yaml").is_file():
             raise DlmError(f"{self.run_dir}: not a dlmkit run folder (no config.yaml): cannot resume")
-        self.lock = RunLock(self.run_dir)
-        self._lock_run()
+        self.lock = lock_run_folder(self.run_dir, self.info, ("checkpoints", "tokenizer", "samples"))
         try:
-            self._setup(cfg, resume, progress, start)
+            self._setup(cfg, resume, progress)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, cfg: RunConfig, resume: bool, progress: bool, start: tuple[DlmModel, Tokenizer] | None) -> None:
+    def _setup(self, cfg: RunConfig, resume: bool, progress: bool) -> None:
         if not resume and ckpt.step_folders(self.run_dir):
             raise DlmError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another out_dir")
-        if start is None and cfg.model.init_from:
-            start = load_start(cfg)
-        elif start is not None:
-            describe_model(cfg, start[0])  # overrides given after the caller's load do not change the model
         if cfg.train.schedule_steps is not None and cfg.train.schedule_steps < 1:
             raise DlmError(f"train.schedule_steps must be at least 1 (or null: train.steps), got {cfg.train.schedule_steps}")
-        if self.info.is_main:
-            if not resume:  # a resumed run's config.yaml changes only once its checkpoint is accepted
-                if (self.run_dir / "metrics.jsonl").is_file():  # a run killed before its first checkpoint: start over
-                    say(f"{self.run_dir} holds no checkpoint: starting over (its metrics.jsonl is reset)")
-                    rewrite_jsonl(self.run_dir / "metrics.jsonl", lambda rec: False)
-                write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
-            if start is not None and not (self.run_dir / "tokenizer" / "tokenizer.json").is_file():
-                start[1].save(self.run_dir / "tokenizer")
         self.cfg = cfg
         self.progress = progress and self.info.is_main
         t = cfg.train
@@ -217,18 +120,20 @@ class Trainer:
             raise DlmError(f"train.batch_size={t.batch_size} is not a multiple of processes ({world}) x train.micro_batch ({micro})")
         self.micro, self.accum = micro, t.batch_size // (world * micro)
         torch.manual_seed(cfg.seed)
-        self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.info)
-        self.blocks, self.valid_blocks, self.valid_order = prepare_data(cfg, self.tokenizer, self.info)
-        if start is not None and start[1].fingerprint != self.tokenizer.fingerprint:
-            raise DlmError(f"model.init_from={cfg.model.init_from}: its tokenizer is not this run's ({self.run_dir / 'tokenizer'})")
-        self.model = start[0] if start is not None else build_model(cfg, self.tokenizer)
+        self.recipe.setup(self)  # tokenizer, data and model; the model's kind and shape go into cfg.model
+        self.tags = self.recipe.tags(self)
+        if self.info.is_main and not resume:  # a resumed run's config.yaml changes only once its checkpoint is accepted
+            if self.metrics_path.is_file() and not self.tags:  # a run killed before its first checkpoint: start over
+                say(f"{self.run_dir} holds no checkpoint: starting over (its metrics.jsonl is reset)")
+            self._truncate_metrics(-1)
+            write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
         self.model.to(self.info.device).train()
         self.method = self.model.method
-        self.method.require("training")
         self.sharded = self.info.world > 1 and cfg.train.distributed == "fsdp"
-        self.net = self._wrap(self.model.net)
-        decay = [p for n, p in self.model.net.named_parameters() if p.ndim >= 2 and "embed" not in n]
-        no_decay = [p for n, p in self.model.net.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+        self.net = self._wrap(self.model.net) if self.recipe.wrap else self.model.net
+        trained = [(n, p) for n, p in self.model.net.named_parameters() if p.requires_grad]
+        decay = [p for n, p in trained if p.ndim >= 2 and "embed" not in n]
+        no_decay = [p for n, p in trained if not (p.ndim >= 2 and "embed" not in n)]
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=t.lr,
@@ -239,6 +144,7 @@ class Trainer:
         self.ema = EMA(self.model, t.ema) if t.ema > 0 else None
         self.sampler = BlockSampler(len(self.blocks.train), t.batch_size, cfg.seed, rank=self.info.rank, world=world)
         self.gen = torch.Generator(device=self.info.device).manual_seed(cfg.seed * 1000 + self.info.rank)
+        self.networks = self.recipe.networks(self)  # name -> (module, optimiser), saved beside the model
         self.step = 0
         self.best_val: float | None = None
         self.history: list[dict[str, Any]] = []
@@ -248,25 +154,6 @@ class Trainer:
             self._restore()
             if self.info.is_main:
                 write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
-
-    def _lock_run(self) -> None:
-        """Rank 0 locks the run folder and clears what a killed run left; every rank learns whether
-        the lock was taken (so a refused launch fails everywhere instead of hanging)."""
-        error = None
-        if self.info.is_main:
-            try:
-                self.lock.acquire()
-                for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "tokenizer", self.run_dir / "samples"):
-                    for name in ckpt.clear_partial(folder):
-                        say(f"removed {folder / name}, left by a killed run")
-            except DlmError as e:
-                error = str(e)
-            except OSError as e:
-                error = f"{self.run_dir}: cannot use this run folder ({e.strerror or e})"
-        error = gather_objects(error)[0]
-        if error is not None:
-            self.lock.release()
-            raise DlmError(error)
 
     def close(self) -> None:
         """Release the run folder (``fit`` does this when it ends)."""
@@ -341,6 +228,14 @@ class Trainer:
                 tensors[f"rng/{rank}/{key}"] = val.cpu()
         for rank, state in enumerate(gather_objects(self.method.train_state())):  # e.g. DiffuSeq's loss-aware time sampler
             tensors.update({f"method/{rank}/{k}": v.cpu() for k, v in state.items()})
+        groups = {}
+        for name, (module, opt) in self.networks.items():  # the recipe's further networks and optimisers
+            tensors.update({f"net/{name}/{k}": v for k, v in get_model_state_dict(module, options=FULL_CPU).items()})
+            nsd = get_optimizer_state_dict(module, opt, options=FULL_CPU)
+            for fqn, st in nsd.get("state", {}).items():
+                for key, val in st.items():
+                    tensors[f"optim:{name}/{fqn}/{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
+            groups[name] = nsd.get("param_groups", [])
         meta = {
             "step": self.step,
             "schedule_steps": self.cfg.train.schedule_steps or self.cfg.train.steps,
@@ -352,6 +247,7 @@ class Trainer:
             "history": self.history,
             "window": self.window,
             "extra_window": self.extra_window,
+            "networks": groups,
         }
         return weights, tensors, meta
 
@@ -378,7 +274,7 @@ class Trainer:
             if errors:
                 raise DlmError(f"{self.run_dir}: no readable checkpoint to resume from")
             if self.info.is_main:  # killed before its first checkpoint: start from scratch, and so does the log
-                rewrite_jsonl(self.run_dir / "metrics.jsonl", lambda rec: False)
+                self._truncate_metrics(-1)
             return
         self._check_schedule(meta)
         set_model_state_dict(self.model, raw, options=FULL)
@@ -391,6 +287,15 @@ class Trainer:
                 opt_state["state"].setdefault(fqn, {})[name] = val
         set_optimizer_state_dict(self.model, self.opt, optim_state_dict=opt_state, options=FULL)
         self.sched.load_state_dict(meta["scheduler"])
+        for name, (module, opt) in self.networks.items():
+            prefix, oprefix = f"net/{name}/", f"optim:{name}/"
+            set_model_state_dict(module, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, options=FULL)
+            nstate: dict[str, Any] = {"state": {}, "param_groups": meta["networks"][name]}
+            for key, val in tensors.items():
+                if key.startswith(oprefix):
+                    fqn, item = key[len(oprefix) :].split("/", 1)
+                    nstate["state"].setdefault(fqn, {})[item] = val
+            set_optimizer_state_dict(module, opt, optim_state_dict=nstate, options=FULL_LOOSE)  # unused parameters have no state
         self.sampler.load_state_dict(meta["sampler"])
         saved_ranks = sorted({int(k.split("/")[1]) for k in tensors if k.startswith("method/")})
         if saved_ranks:  # this rank's own state, or rank 0's when the number of processes changed
@@ -408,7 +313,7 @@ class Trainer:
         elif self.info.is_main:
             say(f"warning: resumed with {self.info.world} processes instead of {meta['world']}: random streams restart")
         if self.info.is_main:
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            self._truncate_metrics(self.step)
             say(f"resumed {self.run_dir} at step {self.step} from {folder.name}")
 
     def _check_schedule(self, meta: dict[str, Any]) -> None:
@@ -431,6 +336,33 @@ class Trainer:
         if self.info.is_main:
             say(message)
 
+    def _truncate_metrics(self, step: int) -> None:
+        truncate_metrics(self.metrics_path, step, self.tags)
+
+    def _better(self, value: float) -> bool:
+        if self.best_val is None:
+            return True
+        return value > self.best_val if self.recipe.higher_is_better else value < self.best_val
+
+    def _validate(self, record: dict[str, Any]) -> float | None:
+        """The recipe's validation figure into ``record``; the best weights so far to ``checkpoints/best``."""
+        v = self.recipe.validate(self)
+        if v is not None:
+            record.update(step=self.step, val_loss=v)
+            if self._better(v):
+                self.best_val = v
+                weights = self._inference_state()
+                if self.info.is_main:
+                    ckpt.save_checkpoint(self.run_dir / "checkpoints" / "best", self.model, self.tokenizer, weights)
+        return v
+
+    def _log(self, record: dict[str, Any], loggers: Any) -> None:
+        record = self.recipe.record(self, {**self.tags, **record})
+        self.history.append(record)
+        if self.info.is_main:
+            append_jsonl(self.metrics_path, record)
+            loggers.log(record)
+
     def save(self) -> None:
         weights, tensors, meta = self._state()
         if not self.info.is_main:
@@ -441,7 +373,7 @@ class Trainer:
         ckpt.clear_partial(folder.parent)
 
     @contextlib.contextmanager
-    def _inference_weights(self) -> Iterator[None]:
+    def inference_weights(self) -> Iterator[None]:
         """Evaluation mode with the EMA weights swapped in (when enabled), restored afterwards.
 
         FSDP keeps the root's parameters gathered after a forward pass without backward; they
@@ -467,21 +399,24 @@ class Trainer:
     def _train_step(self) -> float:
         idx = self.sampler.next_indices()
         x = self.blocks.batch(self.blocks.train[idx]).to(self.info.device)
+        loss, self.step_metrics = self.recipe.train_step(self, x)
+        return mean_across(loss, self.info.device)
+
+    def accumulate(self, x: Tensor, loss_fn: LossFn) -> tuple[float, dict[str, float]]:
+        """One step of the model's optimiser on ``loss_fn(net, micro_batch, generator)`` over ``x``'s
+        micro-batches (gradients synchronised once), with clipping, the schedule and the EMA.
+        Returns this process's mean loss and the mean of the loss's metrics."""
         total = 0.0
         extra: dict[str, float] = {}
         for i in range(self.accum):
             xm = x[i * self.micro : (i + 1) * self.micro]
             sync = i == self.accum - 1 or not isinstance(self.net, nn.parallel.DistributedDataParallel)
             with (contextlib.nullcontext() if sync else self.net.no_sync()), self._autocast():
-                if self.loss_fn is None:
-                    loss, metrics = self.method.loss(self.net, xm, self.gen)
-                else:
-                    loss, metrics = self.loss_fn(self.method, self.net, xm, self.gen)
+                loss, metrics = loss_fn(self.net, xm, self.gen)
             (loss / self.accum).backward()
             total += loss.item() / self.accum
             for key, value in metrics.items():
                 extra[key] = extra.get(key, 0.0) + float(value) / self.accum
-        self.step_metrics = extra
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.opt.step()
@@ -489,7 +424,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
-        return mean_across(total, self.info.device)
+        return total, extra
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -510,7 +445,7 @@ class Trainer:
         world, rank = self.info.world, self.info.rank
         rounds = -(-len(chunks) // world)  # under FSDP every process runs the same number of forward passes
         mine: list[tuple[int, float]] = []
-        with self._inference_weights():
+        with self.inference_weights():
             for r in range(rounds):
                 j = r * world + rank
                 if j >= len(chunks) and not self.sharded:
@@ -525,25 +460,6 @@ class Trainer:
         total = dict(item for part in gather_objects(mine) for item in part)
         return sum(total[j] for j in range(len(chunks))) / n
 
-    def write_samples(self, n: int = 4) -> Path | None:
-        """Sample ``n`` sequences with the current (EMA) weights into ``samples/step_N.txt``.
-
-        Under FSDP every rank runs the sampler (each forward pass is collective); rank 0 writes.
-        """
-        if not (self.info.is_main or self.sharded):
-            return None
-        gen = torch.Generator(device=self.info.device).manual_seed(self.cfg.seed)
-        with self._inference_weights(), torch.no_grad():
-            texts = preview_texts(
-                self.model, self.tokenizer, n=n, length=self.cfg.model.seq_len, steps=self.cfg.train.sample_steps,
-                generator=gen, blocks=self.valid_blocks, order=self.valid_order,
-            )
-        if not self.info.is_main:
-            return None
-        path = self.run_dir / "samples" / f"step_{self.step:07d}.txt"
-        write_text(path, "".join(f"--- sample {i} ---\n{t}\n" for i, t in enumerate(texts)))
-        return path
-
     def fit(self) -> TrainResult:
         """Train to ``cfg.train.steps``; the run folder is released at the end, however it ends."""
         try:
@@ -553,16 +469,21 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         t = self.cfg.train
-        metrics_path = self.run_dir / "metrics.jsonl"
         tokens_per_step = t.batch_size * self.cfg.model.seq_len
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=f"train {self.cfg.model.kind}", dynamic_ncols=True)
         loggers = open_run_loggers(self.cfg, self.run_dir, self.step, self.info.is_main)  # TensorBoard / W&B besides metrics.jsonl
         start, start_step = time.perf_counter(), self.step
         loss = val = float("nan")
         window, extra_window = self.window, self.extra_window  # a resumed run's window goes on
+        if self.step == 0 and t.steps > 0 and self.recipe.validate_at_start:
+            record: dict[str, Any] = {}
+            if (v := self._validate(record)) is not None:
+                val = v
+                self._log(record, loggers)
         while self.step < t.steps:
             loss = self._train_step()
             self.step += 1
+            self.recipe.end_of_step(self)
             window.append(loss)
             for key, value in self.step_metrics.items():
                 extra_window.setdefault(key, []).append(value)
@@ -574,31 +495,21 @@ class Trainer:
                 window, extra_window = [], {}
             self.window, self.extra_window = window, extra_window
             if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
-                v = self.evaluate()
-                if v is not None:
+                if (v := self._validate(record)) is not None:
                     val = v
-                    record.update(step=self.step, val_loss=v)
-                    if self.best_val is None or v < self.best_val:
-                        self.best_val = v
-                        weights = self._inference_state()
-                        if self.info.is_main:
-                            ckpt.save_checkpoint(self.run_dir / "checkpoints" / "best", self.model, self.tokenizer, weights)
             if record:
-                self.history.append(record)
-                if self.info.is_main:
-                    append_jsonl(metrics_path, record)
-                    loggers.log(record)
+                self._log(record, loggers)
             if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps:
                 self.save()
             if t.sample_every and self.step % t.sample_every == 0 and self.step != t.steps:
-                self.write_samples()
+                self.recipe.preview(self)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}", tok_s=f"{rate:,.0f}", **{k: f"{v:.3g}" for k, v in self.step_metrics.items()})
         bar.close()
         loggers.close()
         seconds = time.perf_counter() - start
         if self.step > start_step:
-            self.write_samples()
+            self.recipe.preview(self)
         return TrainResult(
             run_dir=str(self.run_dir),
             steps=self.step,
@@ -611,16 +522,37 @@ class Trainer:
         )
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after ``step`` by a run that was killed later than its checkpoint
-    (and a last line the kill cut short)."""
-    rewrite_jsonl(path, lambda rec: rec.get("step", 0) <= step)
+def lock_run_folder(run_dir: Path, info: DistInfo, subfolders: tuple[str, ...] = ()) -> RunLock:
+    """Rank 0 locks ``run_dir`` and clears what a killed run left in it and its ``subfolders``; every
+    rank learns whether the lock was taken (so a refused launch fails everywhere instead of hanging)."""
+    lock, error = RunLock(run_dir), None
+    if info.is_main:
+        try:
+            lock.acquire()
+            for folder in (run_dir, *(run_dir / sub for sub in subfolders)):
+                for name in ckpt.clear_partial(folder):
+                    say(f"removed {folder / name}, left by a killed run")
+        except DlmError as e:
+            error = str(e)
+        except OSError as e:
+            error = f"{run_dir}: cannot use this run folder ({e.strerror or e})"
+    error = gather_objects(error)[0]
+    if error is not None:
+        lock.release()
+        raise DlmError(error)
+    return lock
+
+
+def truncate_metrics(path: Path, step: int, tags: dict[str, Any] | None = None) -> None:
+    """Drop a run's metric lines after ``step`` (written by a run killed later than its checkpoint;
+    all of them for -1) and a last line the kill cut short. ``tags``: the fields that mark the run's
+    lines in a shared file (e.g. a DLM-One stage); other lines stay."""
+    tags = tags or {}
+    rewrite_jsonl(path, lambda rec: rec.get("step", 0) <= step or any(rec.get(k) != v for k, v in tags.items()))
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """The saved config of a run folder with ``overrides`` applied (e.g. more ``train.steps``)."""
-    from dlmkit.engine.config import apply_override
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise DlmError(f"{run_dir}: not a dlmkit run folder (no config.yaml): cannot resume")
@@ -629,15 +561,3 @@ def resume_config(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, 
         apply_override(cfg, item)
     cfg.out_dir = str(run_dir)
     return cfg
-
-
-def train(
-    cfg: RunConfig, *, resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
-) -> TrainResult:
-    """Train (or resume) the run that ``cfg`` describes and return its summary.
-
-    ``loss_fn(method, net, x0, generator) -> (loss, metrics)`` replaces the kind's training loss
-    (e.g. a distillation objective); its metrics are averaged into ``metrics.jsonl`` and shown on
-    the progress bar. It must draw its randomness from ``generator`` for runs to resume exactly.
-    """
-    return Trainer(cfg, resume=resume, progress=progress, loss_fn=loss_fn).fit()

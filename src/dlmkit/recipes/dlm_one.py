@@ -19,45 +19,44 @@ the best student; stage 2 starts from that student with ``psi`` re-initialised f
 (with the stage's own ``mu``, ``a_sd``, ``b_adv``). Run folder::
 
     OUT/distill.json  metrics.jsonl  progress.json
-    OUT/stage1/checkpoints/step_N   (student + psi + both optimisers + RNGs + data position)
-    OUT/stage1/best                 (best student of the stage by validation BLEU)
+    OUT/stage1/checkpoints/step_N   (student + psi + both optimisers + RNGs + data position: the engine's)
+    OUT/stage1/checkpoints/best     (best student of the stage by validation BLEU)
     OUT/stage2/...
     OUT/student                     (the final student: a model folder for ``dlm sample``)
 
 ``resume=True`` continues exactly from the newest readable checkpoint of the current stage.
-One process (CPU or one GPU).
+One process, or several under ``torchrun`` (data parallel: each process takes its slice of the
+batch and the gradients of both updates are averaged; rank 0 writes).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from dlmkit.checks import DECAY, NON_NEGATIVE, POSITIVE, Range, check_value
-from dlmkit.data.blocks import BlockSampler
-from dlmkit.data.seq2seq_blocks import target_mask
+from dlmkit.data.seq2seq_blocks import prepare_seq2seq, target_mask
 from dlmkit.diffusion.gaussian import masked_mean
 from dlmkit.diffusion import sid
-from dlmkit.runtime import resolve_device
 from dlmkit.errors import DlmError
-from dlmkit.io import append_jsonl, write_json
+from dlmkit.eval.metrics.seq2seq import bleu
+from dlmkit.io import write_json
 from dlmkit.methods.diffuseq import DiffuSeqNet, unwrap
 from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
+from dlmkit.hub.load import load as load_model
 from dlmkit.hub.model import DlmModel
 from dlmkit.hub import checkpoint as ckpt
-from dlmkit.hub.load import load as load_model
-from dlmkit.engine.ema import EMA
-from dlmkit.engine.runlock import RunLock
+from dlmkit.engine.config import RunConfig, apply_override, from_dict, load_config
+from dlmkit.engine.distributed import average_gradients, barrier, gather_objects, init_distributed
+from dlmkit.engine.loop import Engine, lock_run_folder
+from dlmkit.engine.recipe import Recipe
 
 
 @dataclass
@@ -118,51 +117,19 @@ OPTION_RANGES: dict[str, Range] = {
 }
 
 
-def config_from_dict(tree: dict[str, Any]) -> DistillConfig:
-    cfg = DistillConfig()
-    for k, v in tree.items():
-        if k in ("stage1", "stage2"):
-            st = getattr(cfg, k)
-            for sk, sv in v.items():
-                if sk not in {f.name for f in fields(StageConfig)}:
-                    raise DlmError(f"unknown option {k}.{sk}")
-                setattr(st, sk, type(getattr(st, sk))(sv))
-        elif k in {f.name for f in fields(DistillConfig)}:
-            setattr(cfg, k, v)
-        else:
-            raise DlmError(f"unknown distillation option {k!r}")
-    return cfg
+def check_ranges(cfg: DistillConfig) -> None:
+    """Every numeric option of ``cfg`` (both stages) in its range (:data:`OPTION_RANGES`)."""
+    for prefix, obj in (("", cfg), ("stage1.", cfg.stage1), ("stage2.", cfg.stage2)):
+        for f in fields(obj):
+            if f.name in OPTION_RANGES:
+                check_value(prefix + f.name, getattr(obj, f.name), OPTION_RANGES[f.name])
 
 
 def apply_overrides(cfg: DistillConfig, items: list[str]) -> DistillConfig:
-    """``key=value`` overrides such as ``stage1.mu=1.0`` or ``batch_size=16``."""
+    """``key=value`` overrides in the grammar of ``dlm train`` (e.g. ``stage1.mu=1.0``, ``batch_size=16``)."""
     for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise DlmError(f"override '{item}' must be KEY=VALUE")
-        obj, name = cfg, key
-        if "." in key:
-            head, name = key.split(".", 1)
-            if head not in ("stage1", "stage2"):
-                raise DlmError(f"unknown option {key!r}")
-            obj = getattr(cfg, head)
-        if name not in {f.name for f in fields(obj)}:
-            raise DlmError(f"unknown option {key!r}")
-        cur = getattr(obj, name)
-        if value.lower() in ("none", "null") and name in ("t_init", "t_max"):
-            setattr(obj, name, None)
-        elif isinstance(cur, bool):
-            setattr(obj, name, value.lower() in ("1", "true", "yes"))
-        elif isinstance(cur, (int, float)) or name in ("t_init", "t_max"):
-            kind = float if isinstance(cur, float) else int
-            try:
-                setattr(obj, name, kind(value))
-            except ValueError:
-                raise DlmError(f"--set {item}: '{value}' is not {'a number' if kind is float else 'an integer'}") from None
-            if name in OPTION_RANGES:
-                check_value(key, getattr(obj, name), OPTION_RANGES[name])
-        else:
-            setattr(obj, name, value)
+        apply_override(cfg, item)
+    check_ranges(cfg)
     return cfg
 
 
@@ -209,9 +176,6 @@ def student_config(teacher: DlmModel, t_init: int) -> dict[str, Any]:
 
 def load_teacher_data(teacher_path: str, tokenizer: Any, seq_len: int, *, data: str | None, valid: str | None, seed: int):
     """Train blocks, valid blocks and the valid order: the teacher run's data unless given."""
-    from dlmkit.engine.config import load_config
-    from dlmkit.data.seq2seq_blocks import prepare_seq2seq
-
     run_cfg = ckpt.find_run_config(teacher_path)
     overrides = []
     if data:
@@ -229,40 +193,20 @@ def load_teacher_data(teacher_path: str, tokenizer: Any, seq_len: int, *, data: 
     return prepare_seq2seq(cfg, tokenizer, report=False)
 
 
-# ---- the distiller ----------------------------------------------------------------------------
+# ---- a stage on the engine ------------------------------------------------------------------
 
 
-def _flatten_optim(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> list[dict]:
-    sd = opt.state_dict()
-    for idx, st in sd["state"].items():
-        for key, val in st.items():
-            tensors[f"{prefix}/{idx}/{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
-    return sd["param_groups"]
+class Distillation:
+    """What both stages share: the frozen teacher, its tokenizer and data, the resolved options."""
 
-
-def _restore_optim(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, val in tensors.items():
-        if key.startswith(prefix + "/"):
-            _, idx, name = key.split("/", 2)
-            state.setdefault(int(idx), {})[name] = val
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-class DLMOneDistiller:
-    """Holds teacher, student (generator), psi, optimisers, data order and RNGs for one stage."""
-
-    def __init__(self, teacher_path: str, out_dir: str, cfg: DistillConfig | None = None, *, data: str | None = None,
-                 valid: str | None = None, device: str | None = None, progress: bool = True):
-        self.device = resolve_device(device)
-        self.out = Path(out_dir)
-        self.progress = progress
+    def __init__(self, teacher_path: str, cfg: DistillConfig, *, data: str | None, valid: str | None, device: str | None):
+        self.info = init_distributed()  # its device: CUDA when present, else the CPU
+        self.device = torch.device(device) if device and self.info.world == 1 else self.info.device
         self.teacher, self.tokenizer = load_model(teacher_path, self.device)
         if self.teacher.kind != "diffuseq":
             raise DlmError(f"DLM-One distils a diffuseq teacher, got a {self.teacher.kind} model")
         self.diffusion = self.teacher.method.diffusion
-        self.T = self.teacher.method.T
-        self.cfg = (cfg or DistillConfig()).resolved(self.T)
+        self.cfg = cfg.resolved(self.teacher.method.T)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.train_blocks, self.valid_blocks, self.valid_order = load_teacher_data(
@@ -273,67 +217,85 @@ class DLMOneDistiller:
         self.pad = self.teacher.method.specials.pad
         self.t_net = unwrap(self.teacher.net)
 
-    # ---- networks of a stage --------------------------------------------------------------------
+    def run_config(self, out: Path, stage: int) -> RunConfig:
+        """The engine's settings for ``stage``: SiD's AdamW (betas (0, 0.999), no decay) at a constant rate."""
+        c, st = self.cfg, (self.cfg.stage1 if stage == 1 else self.cfg.stage2)
+        run = RunConfig(out_dir=str(out / f"stage{stage}"), seed=c.seed * 1000 + stage)
+        run.model.kind, run.model.seq_len = "dlm_one", self.teacher.seq_len
+        t = run.train
+        t.steps, t.batch_size, t.lr, t.warmup, t.schedule, t.weight_decay, t.beta1 = st.steps, c.batch_size, st.lr_theta, 0, "constant", 0.0, 0.0
+        t.grad_clip, t.ema, t.eval_every, t.save_every, t.keep_last, t.log_every = c.grad_clip, c.ema, c.eval_every, c.save_every, c.keep_last, c.log_every
+        t.precision, t.loggers = "fp32", ["jsonl"]
+        return run
 
-    def _setup_stage(self, stage: int, init_student: Path | None) -> None:
-        st = self.cfg.stage1 if stage == 1 else self.cfg.stage2
-        self.stage, self.st = stage, st
-        # every random stream of the stage comes from the run's seed: the global one (the
-        # discriminator head's initialisation, dropout) here, the data order and the draws of
-        # noise and t below; all are saved in the checkpoints, so a resumed stage is exact
-        torch.manual_seed(self.cfg.seed * 1000 + stage)
-        self.dir = self.out / f"stage{stage}"
-        self.student = DlmModel(student_config(self.teacher, self.cfg.t_init))
-        if init_student is None:
-            self.student.net.load_state_dict(self.teacher.net.state_dict())
+
+class Stage(Recipe):
+    """One stage of DLM-One on the engine: the generator ``theta`` is the engine's model (its
+    optimiser the engine's), the fake score ``psi`` a further network with its own optimiser."""
+
+    wrap = False  # two updates per step: gradients are averaged over processes in _update
+    higher_is_better = True  # validation BLEU
+    validate_at_start = True  # the stage's starting student is a candidate too
+
+    def __init__(self, run: Distillation, stage: int, init_student: Path | None, metrics: Path):
+        self.run, self.stage, self.init_student, self.metrics = run, stage, init_student, metrics
+        self.st = run.cfg.stage1 if stage == 1 else run.cfg.stage2
+
+    def setup(self, engine: Engine) -> None:
+        d = self.run
+        self.engine = engine
+        engine.metrics_path = self.metrics
+        engine.tokenizer = d.tokenizer
+        engine.blocks, engine.valid_blocks, engine.valid_order = d.train_blocks, d.valid_blocks, d.valid_order
+        self.student = engine.model = DlmModel(student_config(d.teacher, d.cfg.t_init))
+        if self.init_student is None:
+            self.student.net.load_state_dict(d.teacher.net.state_dict())
         else:
-            ckpt.load_weights(self.student, init_student / ckpt.WEIGHTS_NAME)
-        self.student.to(self.device).train()
+            ckpt.load_weights(self.student, self.init_student / ckpt.WEIGHTS_NAME)
+        self.student.to(d.device)
         self.g_net = unwrap(self.student.net)
         self.g_net.word_emb.weight.requires_grad_(False)  # the embedding matrix is frozen
-        self.psi = FakeScore(copy.deepcopy(self.t_net)).to(self.device).train()
-        self.psi.net.word_emb.weight.requires_grad_(False)
-        for p in self.psi.net.parameters():
-            if p is not self.psi.net.word_emb.weight:
-                p.requires_grad_(True)
-        g_params = [p for p in self.student.parameters() if p.requires_grad]
-        p_params = [p for p in self.psi.parameters() if p.requires_grad]
-        self.opt_theta = torch.optim.AdamW(g_params, lr=st.lr_theta, betas=(0.0, 0.999), weight_decay=0.0)
-        self.opt_psi = torch.optim.AdamW(p_params, lr=st.lr_psi, betas=(0.0, 0.999), weight_decay=0.0)
-        self.ema = EMA(self.student, self.cfg.ema) if self.cfg.ema > 0 else None
-        self.sampler = BlockSampler(len(self.train_blocks.train), self.cfg.batch_size, self.cfg.seed + stage)
-        self.gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1000 + stage)
-        self.step = 0
-        self.best_bleu: float | None = None
-        self.last_bleu: float | None = None
-        self.history: list[dict[str, Any]] = []
+
+    def networks(self, engine: Engine) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+        self.psi = FakeScore(copy.deepcopy(self.run.t_net)).to(self.run.device).train()
+        for p in self.psi.parameters():
+            p.requires_grad_(p is not self.psi.net.word_emb.weight)
+        self.opt_psi = torch.optim.AdamW([p for p in self.psi.parameters() if p.requires_grad], lr=self.st.lr_psi,
+                                         betas=(0.0, 0.999), weight_decay=0.0)
+        return {"psi": (self.psi, self.opt_psi)}
+
+    def tags(self, engine: Engine) -> dict[str, Any]:
+        return {"stage": self.stage}
+
+    def record(self, engine: Engine, record: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in record.items() if k not in ("loss", "lr", "tokens_per_s", "val_loss")}
+        return {**out, "val_bleu": record["val_loss"]} if "val_loss" in record else out
 
     # ---- one iteration (Algorithm 1) -----------------------------------------------------------
 
     def _randn(self, like: Tensor) -> Tensor:
-        return torch.randn(like.shape, generator=self.gen, dtype=like.dtype, device=like.device)
+        return torch.randn(like.shape, generator=self.engine.gen, dtype=like.dtype, device=like.device)
 
     def _t(self, batch: int) -> Tensor:
-        return sid.sample_t(batch, self.cfg.t_min, self.cfg.t_max, generator=self.gen, device=self.device)
+        return sid.sample_t(batch, self.run.cfg.t_min, self.run.cfg.t_max, generator=self.engine.gen, device=self.run.device)
 
-    def train_step(self) -> dict[str, float]:
-        st, cfg = self.st, self.cfg
-        rows = self.train_blocks.batch(self.train_blocks.train[self.sampler.next_indices()]).to(self.device)
-        mask = target_mask(rows, self.sep)
+    def train_step(self, engine: Engine, rows: Tensor) -> tuple[float, dict[str, float]]:
+        st, cfg, d = self.st, self.run.cfg, self.run
+        mask = target_mask(rows, d.sep)
         with torch.no_grad():
-            x_real = self.t_net.embed(rows)  # clean pairs (condition + target) in the frozen space
+            x_real = d.t_net.embed(rows)  # clean pairs (condition + target) in the frozen space
         B = rows.shape[0]
         # -- psi: a_dsm * Eq. 3 + b_adv * Eq. 5
         with torch.no_grad():
             x_g = one_step(self.g_net.x0, x_real, mask, self._randn(x_real), cfg.t_init)
         t = self._t(B)
-        x_t = self.diffusion.q_sample(x_g, t, mask, noise=self._randn(x_g))
+        x_t = d.diffusion.q_sample(x_g, t, mask, noise=self._randn(x_g))
         f_psi, logit_fake = self.psi(x_t, t, mask)
         l_dsm = sid.dsm_loss(f_psi, x_g, mask).mean()
         loss_psi = st.a_dsm * l_dsm
         l_disc = torch.zeros(())
         if st.b_adv > 0:
-            real_t = self.diffusion.q_sample(x_real, t, mask, noise=self._randn(x_real))
+            real_t = d.diffusion.q_sample(x_real, t, mask, noise=self._randn(x_real))
             _, logit_real = self.psi(real_t, t, mask)
             l_disc = sid.discriminator_loss(logit_real, logit_fake).mean()
             loss_psi = loss_psi + st.b_adv * l_disc
@@ -350,162 +312,62 @@ class DLMOneDistiller:
                 kept["logit"] = logit
                 return f
 
-            l_sid_rows, _ = sid.sid_generator_loss(self.diffusion, x_g, self.t_net.x0, fake, t, mask, mu=st.mu,
+            l_sid_rows, _ = sid.sid_generator_loss(d.diffusion, x_g, d.t_net.x0, fake, t, mask, mu=st.mu,
                                                    weighting=cfg.weighting, noise=self._randn(x_g))
             l_sid = l_sid_rows.mean()
             loss_theta = st.a_sd * l_sid
             l_gadv = sid.generator_adv_loss(kept["logit"]).mean()
             if st.b_adv > 0:
                 loss_theta = loss_theta + st.b_adv * l_gadv
-            _update(self.opt_theta, loss_theta, self.student, cfg.grad_clip)
+            _update(engine.opt, loss_theta, self.student, cfg.grad_clip)
+            engine.sched.step()
         finally:
             self.psi.requires_grad_(True)
             self.psi.net.word_emb.weight.requires_grad_(False)
-        if self.ema is not None:
-            self.ema.update(self.student)
+        if engine.ema is not None:
+            engine.ema.update(self.student)
         vals = {"loss_psi": loss_psi, "dsm": l_dsm, "disc": l_disc, "loss_theta": loss_theta, "sid": l_sid, "gen_adv": l_gadv,
                 "d_fake": torch.sigmoid(kept["logit"]).mean()}
-        return {k: float(v.detach()) for k, v in vals.items()}
-
-    # ---- evaluation ---------------------------------------------------------------------------
-
-    def _swap_ema(self) -> list[Tensor] | None:
-        if self.ema is None:
-            return None
-        backup = [p.detach().clone() for p in self.student.parameters()]
-        self.ema.copy_to(self.student)
-        return backup
-
-    def _unswap(self, backup: list[Tensor] | None) -> None:
-        if backup is not None:
-            with torch.no_grad():
-                for p, b in zip(self.student.parameters(), backup):
-                    p.copy_(b)
+        every = gather_objects({k: float(v.detach()) for k, v in vals.items()})
+        mean = {k: sum(m[k] for m in every) / len(every) for k in vals}
+        return mean["loss_theta"], mean
 
     @torch.no_grad()
-    def validate(self) -> float:
+    def validate(self, engine: Engine) -> float:
         """Mean sentence BLEU (DiffuSeq's) of one-step outputs on the first ``eval_n`` validation rows."""
-        from dlmkit.eval.metrics.seq2seq import bleu
-
-        idx = [int(i) for i in self.valid_order[: self.cfg.eval_n]]
-        backup = self._swap_ema()
-        self.student.eval()
-        try:
-            gen = torch.Generator(device=self.device).manual_seed(12345)
+        d = self.run
+        idx = [int(i) for i in d.valid_order[: d.cfg.eval_n]]
+        with engine.inference_weights():
+            gen = torch.Generator(device=d.device).manual_seed(12345)
             hyps = []
             for i in range(0, len(idx), 64):
-                rows = self.valid_blocks.batch(idx[i : i + 64]).to(self.device)
-                mask = target_mask(rows, self.sep)
-                cond = torch.where(mask, torch.full_like(rows, self.pad), rows)
+                rows = d.valid_blocks.batch(idx[i : i + 64]).to(d.device)
+                mask = target_mask(rows, d.sep)
+                cond = torch.where(mask, torch.full_like(rows, d.pad), rows)
                 out = self.student.method.sample(self.student.net, len(rows), rows.shape[1], steps=1, generator=gen, condition=cond)
-                hyps += self.tokenizer.decode_batch([self.student.method.target_ids(r) for r in out.tokens.tolist()])
-        finally:
-            self.student.train()
-            self._unswap(backup)
-        refs = [self.valid_blocks.targets[i] for i in idx]
-        return bleu(hyps, refs)
-
-    # ---- state --------------------------------------------------------------------------------
-
-    def _weights(self) -> dict[str, Tensor]:
-        if self.ema is None:
-            return {k: v.detach().cpu() for k, v in self.student.state_dict().items()}
-        return {k: v.detach().cpu().clone() for k, v in self.ema.state_dict().items()}
-
-    def save(self) -> None:
-        tensors: dict[str, Tensor] = {f"raw/{k}": v.detach().cpu() for k, v in self.student.state_dict().items()}
-        tensors.update({f"psi/{k}": v.detach().cpu() for k, v in self.psi.state_dict().items()})
-        if self.ema is not None:
-            tensors.update({f"ema/{k}": v.detach().cpu() for k, v in self.ema.state_dict().items()})
-        g_groups = _flatten_optim("opt_theta", self.opt_theta, tensors)
-        p_groups = _flatten_optim("opt_psi", self.opt_psi, tensors)
-        tensors["rng/torch"] = torch.get_rng_state()
-        tensors["rng/gen"] = self.gen.get_state().cpu()
-        if torch.cuda.is_available():
-            tensors["rng/cuda"] = torch.cuda.get_rng_state()
-        meta = {"step": self.step, "stage": self.stage, "sampler": self.sampler.state_dict(), "opt_theta_groups": g_groups,
-                "opt_psi_groups": p_groups, "best_bleu": self.best_bleu, "last_bleu": self.last_bleu, "history": self.history}
-        folder = self.dir / "checkpoints" / f"step_{self.step:07d}"
-        ckpt.save_checkpoint(folder, self.student, self.tokenizer, self._weights(), tensors, meta)
-        ckpt.prune(self.dir, self.cfg.keep_last)
-
-    def restore(self) -> bool:
-        """Load the newest readable checkpoint of the current stage; False when there is none."""
-        for folder in ckpt.step_folders(self.dir):
-            try:
-                tensors, meta = ckpt.load_train_state(folder)
-            except DlmError as e:
-                print(f"warning: {e}; falling back to an earlier checkpoint", file=sys.stderr)
-                continue
-            self.student.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("raw/")})
-            self.psi.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("psi/")})
-            if self.ema is not None:
-                self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
-            _restore_optim("opt_theta", self.opt_theta, tensors, meta["opt_theta_groups"])
-            _restore_optim("opt_psi", self.opt_psi, tensors, meta["opt_psi_groups"])
-            torch.set_rng_state(tensors["rng/torch"])
-            self.gen.set_state(tensors["rng/gen"].to(self.gen.get_state().device))
-            if torch.cuda.is_available() and "rng/cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng/cuda"])
-            self.sampler.load_state_dict(meta["sampler"])
-            self.step, self.best_bleu, self.last_bleu, self.history = meta["step"], meta["best_bleu"], meta["last_bleu"], meta["history"]
-            _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, self.step)
-            print(f"resumed stage {self.stage} at step {self.step} from {folder}", file=sys.stderr)
-            return True
-        _truncate_metrics_stage(self.out / "metrics.jsonl", self.stage, -1)  # no checkpoint: the stage starts over, so does its log
-        return False
-
-    # ---- a stage --------------------------------------------------------------------------------
-
-    def run_stage(self, stage: int, *, init_student: Path | None, resume: bool) -> dict[str, Any]:
-        self._setup_stage(stage, init_student)
-        if resume:
-            self.restore()
-        st, cfg = self.st, self.cfg
-        bar = tqdm(total=st.steps, initial=self.step, disable=not self.progress, desc=f"dlm-one stage {stage}", dynamic_ncols=True, file=sys.stderr)
-        start, start_step = time.perf_counter(), self.step
-        if self.step == 0 and self.best_bleu is None and st.steps > 0:  # the starting point is a candidate too
-            self.last_bleu = self.best_bleu = self.validate()
-            ckpt.save_checkpoint(self.dir / "best", self.student, self.tokenizer, self._weights())
-            self._log({"stage": stage, "step": 0, "val_bleu": self.last_bleu})
-        window: list[dict[str, float]] = []
-        while self.step < st.steps:
-            m = self.train_step()
-            self.step += 1
-            window.append(m)
-            record: dict[str, Any] = {}
-            if self.step % cfg.log_every == 0 or self.step == st.steps:
-                record = {"stage": stage, "step": self.step, **{k: float(np.mean([w[k] for w in window])) for k in window[0]}}
-                window = []
-            if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == st.steps:
-                self.last_bleu = self.validate()
-                record.update(stage=stage, step=self.step, val_bleu=self.last_bleu)
-                if self.best_bleu is None or self.last_bleu > self.best_bleu:
-                    self.best_bleu = self.last_bleu
-                    ckpt.save_checkpoint(self.dir / "best", self.student, self.tokenizer, self._weights())
-            if record:
-                self._log(record)
-            if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == st.steps:
-                self.save()
-            bar.update(1)
-            bar.set_postfix(psi=f"{m['loss_psi']:.3f}", theta=f"{m['loss_theta']:.3f}", adv=f"{m['gen_adv']:.3f}",
-                            bleu="-" if self.last_bleu is None else f"{self.last_bleu:.4f}")
-        bar.close()
-        return {"stage": stage, "steps": self.step, "best_bleu": self.best_bleu, "last_bleu": self.last_bleu,
-                "seconds": time.perf_counter() - start, "steps_run": self.step - start_step,
-                "best": str(self.dir / "best") if (self.dir / "best").is_dir() else None}
-
-    def _log(self, record: dict[str, Any]) -> None:
-        self.history.append(record)
-        append_jsonl(self.out / "metrics.jsonl", record)
+                hyps += d.tokenizer.decode_batch([self.student.method.target_ids(r) for r in out.tokens.tolist()])
+        return bleu(hyps, [d.valid_blocks.targets[i] for i in idx])
 
 
-def _truncate_metrics_stage(path: Path, stage: int, step: int) -> None:
-    """Drop this stage's metric lines written after ``step`` (a run killed after its checkpoint)
-    and a last line the kill cut short."""
-    from dlmkit.io import rewrite_jsonl
+def stage_engine(d: Distillation, out: Path, stage: int, *, init_student: Path | None, resume: bool, progress: bool) -> Engine:
+    """The engine holding ``stage`` of the run in ``out`` (resumed when its folder holds one)."""
+    cfg = d.run_config(out, stage)
+    resume = resume and (Path(cfg.out_dir) / "config.yaml").is_file()
+    return Engine(cfg, Stage(d, stage, init_student, out / "metrics.jsonl"), resume=resume, progress=progress, device=d.device)
 
-    rewrite_jsonl(path, lambda rec: not (rec.get("stage") == stage and rec.get("step", 0) > step))
+
+def run_stage(d: Distillation, out: Path, stage: int, *, init_student: Path | None, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train (or resume) ``stage``; its step count, best and last validation BLEU and best student."""
+    st = d.cfg.stage1 if stage == 1 else d.cfg.stage2
+    if st.steps == 0:
+        return {"stage": stage, "steps": 0, "best_bleu": None, "last_bleu": None, "seconds": 0.0, "steps_run": 0, "best": None}
+    engine = stage_engine(d, out, stage, init_student=init_student, resume=resume, progress=progress)
+    start = engine.step
+    res = engine.fit()
+    barrier()  # the stage's files are written before any process reads them
+    best = engine.run_dir / "checkpoints" / "best"
+    return {"stage": stage, "steps": res.steps, "best_bleu": res.best_val_loss, "last_bleu": res.val_loss, "seconds": res.seconds,
+            "steps_run": res.steps - start, "best": str(best) if best.is_dir() else None}
 
 
 def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None, *, overrides: list[str] | tuple[str, ...] = (),
@@ -526,12 +388,10 @@ def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None
         raise DlmError(f"{out}: not a DLM-One run folder (no distill.json): cannot resume")
     if resume:
         saved = json.loads((out / "distill.json").read_text(encoding="utf-8"))
-        cfg = config_from_dict(saved["config"])
+        cfg = from_dict(DistillConfig, saved["config"])
         teacher, data, valid = saved["teacher"], saved.get("data"), saved.get("valid")
     cfg = apply_overrides(cfg, list(overrides))
-    lock = RunLock(out).acquire()  # one process per run folder; released on return or exit
-    for folder in (out, out / "stage1", out / "stage1" / "checkpoints", out / "stage2", out / "stage2" / "checkpoints"):
-        ckpt.clear_partial(folder)
+    lock = lock_run_folder(out, init_distributed(), ("stage1", "stage1/checkpoints", "stage2", "stage2/checkpoints"))
     try:
         return _distill(teacher, out, cfg, data, valid, device, resume, progress)
     finally:
@@ -540,28 +400,32 @@ def distill_dlm_one(teacher: str, out_dir: str, cfg: DistillConfig | None = None
 
 def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, valid: str | None, device: str | None,
              resume: bool, progress: bool) -> dict[str, Any]:
-    out_dir = str(out)
     start = time.perf_counter()
-    dist = DLMOneDistiller(teacher, out_dir, cfg, data=data, valid=valid, device=device, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "distill.json", {"teacher": str(teacher), "data": data, "valid": valid, "config": asdict(dist.cfg)})
+    dist = Distillation(teacher, cfg, data=data, valid=valid, device=device)
+    main = dist.info.is_main
     progress_path = out / "progress.json"
     state = json.loads(progress_path.read_text(encoding="utf-8")) if (resume and progress_path.is_file()) else {}
-    if not progress_path.is_file():
-        write_json(progress_path, {"stage1": None, "stage2": None})
+    barrier()  # every process has read the run's state before rank 0 writes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "distill.json", {"teacher": str(teacher), "data": data, "valid": valid, "config": asdict(dist.cfg)})
+        if not progress_path.is_file():
+            write_json(progress_path, {"stage1": None, "stage2": None})
     results: dict[str, Any] = {}
     if state.get("stage1") is None or state["stage1"]["steps"] < dist.cfg.stage1.steps:  # new, or extended
-        results["stage1"] = dist.run_stage(1, init_student=None, resume=resume)
+        results["stage1"] = run_stage(dist, out, 1, init_student=None, resume=resume, progress=progress)
         state["stage1"], state["stage2"] = results["stage1"], None
-        write_json(progress_path, {"stage1": results["stage1"], "stage2": None})
+        if main:
+            write_json(progress_path, {"stage1": results["stage1"], "stage2": None})
     else:
         results["stage1"] = state["stage1"]
     best1 = Path(results["stage1"]["best"]) if results["stage1"].get("best") else None
     final = best1
     if dist.cfg.stage2.steps > 0:
         if state.get("stage2") is None or state["stage2"]["steps"] < dist.cfg.stage2.steps:
-            results["stage2"] = dist.run_stage(2, init_student=best1, resume=resume)
-            write_json(progress_path, {"stage1": results["stage1"], "stage2": results["stage2"]})
+            results["stage2"] = run_stage(dist, out, 2, init_student=best1, resume=resume, progress=progress)
+            if main:
+                write_json(progress_path, {"stage1": results["stage1"], "stage2": results["stage2"]})
         else:
             results["stage2"] = state["stage2"]
         if results["stage2"].get("best"):
@@ -569,11 +433,14 @@ def _distill(teacher: str, out: Path, cfg: DistillConfig, data: str | None, vali
     else:
         results["stage2"] = None
     if final is None:  # no training steps at all: the student is the teacher's network as a one-step model
-        dist._setup_stage(1, None)
-        ckpt.save_checkpoint(out / "student", dist.student, dist.tokenizer, dist._weights())
-    else:
+        if main:
+            student = DlmModel(student_config(dist.teacher, dist.cfg.t_init))
+            student.net.load_state_dict(dist.teacher.net.state_dict())
+            ckpt.save_checkpoint(out / "student", student, dist.tokenizer)
+    elif main:
         model, tok = load_model(final)
         ckpt.save_checkpoint(out / "student", model, tok)
+    barrier()
     return {"student": str(out / "student"), "teacher": str(teacher), "t_init": dist.cfg.t_init, "t_range": [dist.cfg.t_min, dist.cfg.t_max],
             "stage1": results["stage1"], "stage2": results["stage2"], "seconds": time.perf_counter() - start}
 
@@ -582,6 +449,7 @@ def _update(opt: torch.optim.Optimizer, loss: Tensor, module: nn.Module, grad_cl
     """One optimiser step on ``loss`` with optional gradient clipping of ``module``."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(module.parameters())
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
     opt.step()
