@@ -32,6 +32,16 @@ def _keep_thread_count():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Killed runs' subprocesses run on one thread; so must the in-process runs they are compared
+    with, or float reductions differ in the last bits (`dlm` commands set threads from OMP_NUM_THREADS)."""
+    import torch
+
+    torch.set_num_threads(1)  # restored by _keep_thread_count
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = Path(os.environ.get("DLM_SHARED_DATA", REPO / ".." / "shared" / "data"))

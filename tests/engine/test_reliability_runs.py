@@ -35,16 +35,6 @@ from dlmkit.recipes.pretrain import Trainer, train
 TIMING = {"tokens_per_s", "teacher_s", "teacher_share"}  # wall-clock figures: the only fields allowed to differ
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    """Subprocesses train on one thread; so must the in-process halves, or float sums differ in the last bits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # `dlm` commands run in-process set threads from it
-    yield
-    torch.set_num_threads(before)
-
-
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().split("\n") if line.strip()]
 

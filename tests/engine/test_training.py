@@ -52,17 +52,6 @@ def _launch(cfg_path: Path) -> subprocess.Popen:
     )
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    """The killed run's subprocess trains on one thread (``_launch``); so must the reference and the
-    resume in this process, or float reductions differ in the last bits whatever else the suite set."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # `dlm` commands run in-process set threads from it
-    yield
-    torch.set_num_threads(before)
-
-
 def test_sigkill_then_resume_is_bitwise_identical(tiny_cfg, tmp_path, one_thread):
     """A run killed with SIGKILL mid-way and resumed ends with the same bits as an uninterrupted one.
 

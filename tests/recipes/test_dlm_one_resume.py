@@ -36,16 +36,6 @@ def dropout_teacher(tmp_path_factory, pair_file) -> Path:
     return out
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    """The killed subprocesses run on one thread; so must the in-process runs they are compared with."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # `dlm` commands run in-process set threads from it
-    yield
-    torch.set_num_threads(before)
-
-
 def _args(teacher: Path, out: Path, *extra: str) -> list[str]:
     args = ["distill", "dlm-one", str(teacher), "--out", str(out), "--no-progress", *extra]
     for item in SETS:
