@@ -33,6 +33,7 @@ LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 ALLOWED: set[str] = {
     "dlmkit.cli -> dlmkit.engine.config (inside a function)",
     "dlmkit.cli -> dlmkit.engine.curves (inside a function)",
+    "dlmkit.cli -> dlmkit.engine.loop (inside a function)",
     "dlmkit.cli -> dlmkit.generate.seq2seq (inside a function)",
     "dlmkit.cli -> dlmkit.generate.text (inside a function)",
     "dlmkit.cli -> dlmkit.hub.released (inside a function)",

@@ -49,7 +49,8 @@ def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[], 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from dlmkit.engine.config import load_config
-    from dlmkit.recipes.pretrain import resume_config, train
+    from dlmkit.engine.loop import resume_config
+    from dlmkit.recipes.pretrain import train
 
     items = list(args.items)
     if args.resume:

@@ -18,7 +18,8 @@ from dlmkit.engine.config import dump_yaml
 from dlmkit.errors import DlmError
 from dlmkit.hub.checkpoint import step_folders
 from dlmkit.hub.load import load as load_model
-from dlmkit.recipes.pretrain import resume_config, train
+from dlmkit.engine.loop import resume_config
+from dlmkit.recipes.pretrain import train
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:

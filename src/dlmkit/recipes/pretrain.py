@@ -19,7 +19,7 @@ from dlmkit.data.seq2seq_blocks import prepare_seq2seq
 from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
 from dlmkit.engine.config import RunConfig
 from dlmkit.engine.distributed import DistInfo, barrier
-from dlmkit.engine.loop import Engine, TrainResult, resume_config  # noqa: F401 (resume_config: for the CLI)
+from dlmkit.engine.loop import Engine, TrainResult
 from dlmkit.engine.recipe import Recipe
 from dlmkit.errors import DlmError
 from dlmkit.generate.preview import preview_texts
