@@ -9,7 +9,7 @@
 * a dlmkit checkpoint folder, or a run folder (its newest readable step checkpoint).
 
 Every model comes back in eval mode on ``device`` with its dlmkit :class:`Tokenizer`; a Hugging
-Face model is an ``ar`` model over its own network (:class:`~dlmkit.networks.hf_causal.HFCausalModel`).
+Face model is an ``ar`` model over its own network (:class:`~dlmkit.hub.hf.HFCausalModel`).
 Judges and teachers are views on what this returns.
 """
 
