@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dlmkit"
 # lowest first; a module may import from its own layer and the layers before it
 LAYERS: list[tuple[str, ...]] = [
     # base ("": dlmkit/__init__; eval.metrics: pure functions on text and numbers): no models, no maths
-    ("", "errors", "io", "runtime", "checks", "plotting", "eval.metrics"),
+    ("", "errors", "io", "registry", "runtime", "checks", "plotting", "eval.metrics"),
     ("diffusion", "sampling", "data"),  # maths (torch only) and data
     ("networks",),
     ("methods",),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -29,6 +29,7 @@ from dlmkit.diffusion.masked import DenoiseFn
 from dlmkit.diffusion.schedules import NoiseSchedule
 from dlmkit.diffusion.score_entropy import ScoreFn
 from dlmkit.errors import DlmError
+from dlmkit.registry import Registered
 from dlmkit.sampling.categorical import categorical
 from dlmkit.sampling.masked_kernels import check_steps, get_masked_kernel
 from dlmkit.sampling.sedd_moves import draw_moves
@@ -66,23 +67,16 @@ PREDICTORS: dict[str, type["Predictor"]] = {}
 """name -> SEDD predictor class, filled by subclassing with ``name=``."""
 
 
-class Predictor(ABC):
+class Predictor(Registered, ABC):
     """A SEDD predictor: the noise each step removes (its plan) and one step's probabilities.
 
     Registered by subclassing with ``name=``; ``moves`` marks the predictors whose law ``sedd_moves``
     draws row by row on the absorbing and uniform graphs (others use the full categorical draw).
     """
 
-    name: ClassVar[str]
+    registry = PREDICTORS
+    registry_what = "predictor"
     moves: ClassVar[bool] = False
-
-    def __init_subclass__(cls, name: str | None = None, **kwargs: Any):
-        super().__init_subclass__(**kwargs)
-        if name is not None:
-            if name in PREDICTORS:
-                raise DlmError(f"predictor {name!r} is registered twice")
-            cls.name = name
-            PREDICTORS[name] = cls
 
     def removed(self, schedule: NoiseSchedule, times: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         """The noise each step removes, from the time grid and sigma_bar on it: sigma_bar(t) - sigma_bar(s)."""

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from dlmkit.diffusion.masked import ancestral_probs
 from dlmkit.diffusion.schedules import NoiseSchedule
 from dlmkit.errors import DlmError
+from dlmkit.registry import Registered
 from dlmkit.sampling.categorical import adjust_log_probs, gumbel
 
 MASKED_KERNELS: dict[str, type["MaskedKernel"]] = {}
@@ -50,18 +51,11 @@ def masked_plan(schedule: NoiseSchedule, steps: int) -> list[MaskedStep]:
     return [MaskedStep(sigmas[k], alphas[k], alphas[k + 1]) for k in range(steps)]
 
 
-class MaskedKernel(ABC):
+class MaskedKernel(Registered, ABC):
     """One masked sampler's steps; subclasses register with ``name=`` and implement ``draw`` and ``probs``."""
 
-    name: ClassVar[str]
-
-    def __init_subclass__(cls, name: str | None = None, **kwargs: Any):
-        super().__init_subclass__(**kwargs)
-        if name is not None:
-            if name in MASKED_KERNELS:
-                raise DlmError(f"masked sampler {name!r} is registered twice")
-            cls.name = name
-            MASKED_KERNELS[name] = cls
+    registry = MASKED_KERNELS
+    registry_what = "masked sampler"
 
     def __init__(self, mask_id: int, temperature: float = 1.0, top_p: float = 1.0):
         if temperature <= 0.0 or not 0.0 < top_p <= 1.0:

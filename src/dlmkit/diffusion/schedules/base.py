@@ -14,29 +14,23 @@ from __future__ import annotations
 import inspect
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 import torch
 
 from dlmkit.errors import DlmError
+from dlmkit.registry import Registered
 
 
 SCHEDULES: dict[str, type["NoiseSchedule"]] = {}
 """name -> schedule class, filled by subclassing with ``name=``."""
 
 
-class NoiseSchedule(ABC):
+class NoiseSchedule(Registered, ABC):
     """sigma_bar(t) (``total``) and sigma_bar'(t) (``rate``), elementwise on a tensor of times."""
 
-    name: ClassVar[str]
-
-    def __init_subclass__(cls, name: str | None = None, **kwargs: Any):
-        super().__init_subclass__(**kwargs)
-        if name is not None:
-            if name in SCHEDULES:
-                raise DlmError(f"noise schedule {name!r} is registered twice")
-            cls.name = name
-            SCHEDULES[name] = cls
+    registry = SCHEDULES
+    registry_what = "noise schedule"
 
     @classmethod
     def parameters(cls) -> dict[str, Any]:
