@@ -153,7 +153,8 @@ def test_divergences_vanish_only_at_the_target(name):
     at = divergence(name, torch.log_softmax(logits, -1), target)
     assert at.abs().max() < 1e-12
     at.sum().backward()
-    assert logits.grad.abs().max() < 1e-9
+    if name != "tvd":  # not differentiable at its minimum (a subgradient there is not 0)
+        assert logits.grad.abs().max() < 1e-9
     other = divergence(name, torch.log_softmax(torch.randn(5, 6, generator=g, dtype=D), -1), target)
     assert (other > 1e-4).all()
 
