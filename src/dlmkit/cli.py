@@ -21,6 +21,7 @@ from dlmkit.cli_errors import DlmArgumentParser, run_guarded
 from dlmkit.errors import DlmError
 from dlmkit.eval.report import write_report
 from dlmkit.eval.tasks import TASKS
+from dlmkit.recipes.sdtt import distill_sdtt
 
 
 def _is_main_process() -> bool:
@@ -197,8 +198,6 @@ def cmd_distill_tcs(args: argparse.Namespace) -> None:
 
 
 def cmd_distill_sdtt(args: argparse.Namespace) -> None:
-    from dlmkit.recipes.sdtt import distill_sdtt
-
     items = list(args.items)
     if args.teacher and "=" in args.teacher:  # `--resume RUN key=value`: no teacher, only overrides
         items.insert(0, args.teacher)

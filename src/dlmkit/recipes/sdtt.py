@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from dlmkit.checks import check_config
+from dlmkit.data.corpus import resolve_paths
 from dlmkit.diffusion.graphs import Absorbing
 from dlmkit.diffusion.sdtt import DIVERGENCES, StepPair, divergence, round_steps, rows_step, step_pairs, two_step_target
 from dlmkit.engine.config import RunConfig, apply_override, load_config
@@ -195,11 +196,12 @@ def distill_sdtt(
     schedule = round_steps(s.start_steps, s.rounds)
     cfg.train.steps = s.rounds * s.round_steps
     check_config(cfg)
-    if not cfg.data.train:
-        raise DlmError("no training data: give --data (files, folders, globs or jsonl); a dlmkit teacher run lends its own")
     start = load_start(cfg)
     if cfg.model.kind not in KINDS:
         raise DlmError(f"SDTT distils masked diffusion ({', '.join(KINDS)}) models; {cfg.model.init_from} is a {cfg.model.kind} model")
+    if not cfg.data.train:
+        raise DlmError("no training data: give --data (files, folders, globs or jsonl); a dlmkit teacher run lends its own")
+    resolve_paths(cfg.data.train)  # a missing path fails before the run folder is made
     recipe = SDTT(cfg, start)
     result = Engine(cfg, recipe, resume=bool(resume), progress=progress).fit()
     per_round = []
