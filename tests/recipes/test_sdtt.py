@@ -144,3 +144,21 @@ def test_sigkill_then_resume_is_bitwise_identical(teacher, tmp_path, one_thread)
     assert a[1] == b[1], "metrics.jsonl differs from the uninterrupted run's"
     assert a[2] == b[2], "round 2's teacher differs"
     assert a[0] == b[0], "the student's weights differ from the uninterrupted run's"
+
+
+def test_two_process_torchrun(teacher, tmp_path):
+    """Data parallel under ``torchrun --nproc_per_node 2`` on CPU: every process holds the teacher,
+    rank 0 alone writes, the checkpoints hold both processes' random streams."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dlmkit.cli",
+           *_args(teacher, out, "--json")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    json_lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1 and json.loads(json_lines[0])["recommended_steps"] == 2
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    state = load_file(str(out / "checkpoints" / "step_0000006" / "train_state.safetensors"))
+    assert {"rng/0/gen", "rng/1/gen"} <= state.keys() and not state["rng/0/gen"].equal(state["rng/1/gen"])
+    assert (out / "students" / "round_2" / "model.safetensors").is_file()
