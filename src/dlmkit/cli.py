@@ -206,8 +206,8 @@ def cmd_distill_sdtt(args: argparse.Namespace) -> None:
         raise DlmError("with --resume, give no TEACHER (the run's own is used)")
     if args.out and not args.resume:
         check_output(args.out, "--out", folder=True)
-    result = distill_sdtt(args.teacher, args.out, rounds=args.rounds, start_steps=args.start_steps, round_steps_=args.round_steps,
-                          divergence_=args.divergence, data=args.data, overrides=items, resume=args.resume,
+    result = distill_sdtt(args.teacher, args.out, rounds=args.rounds, start_steps=args.start_steps, round_steps=args.round_steps,
+                          divergence=args.divergence, data=args.data, overrides=items, resume=args.resume,
                           progress=not args.no_progress)
 
     def human() -> None:

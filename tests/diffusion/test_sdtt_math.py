@@ -8,7 +8,7 @@ from toy import Toy, histogram, markov_chain, random_categorical, tv, tv_toleran
 
 from dlmkit.diffusion.schedules import LogLinear
 from dlmkit.diffusion.sdtt import (
-    DIVERGENCES, divergence, round_steps, rows_step, step_pairs, target_given_middle, two_step_target,
+    DIVERGENCES, divergence, rounds_schedule, rows_step, step_pairs, target_given_middle, two_step_target,
 )
 from dlmkit.errors import DlmError
 from dlmkit.sampling.discrete import masked_output_distribution, sample_masked
@@ -178,11 +178,11 @@ def test_kl_of_an_unnormalised_target_keeps_its_mean_as_minimiser():
 
 
 def test_rounds_halve_the_steps():
-    assert round_steps(1024, 3) == [(1024, 512), (512, 256), (256, 128)]
-    assert round_steps(16, 4) == [(16, 8), (8, 4), (4, 2), (2, 1)]
+    assert rounds_schedule(1024, 3) == [(1024, 512), (512, 256), (256, 128)]
+    assert rounds_schedule(16, 4) == [(16, 8), (8, 4), (4, 2), (2, 1)]
     with pytest.raises(DlmError, match="multiple of 8"):
-        round_steps(12, 3)
+        rounds_schedule(12, 3)
     with pytest.raises(DlmError):
-        round_steps(16, 0)
+        rounds_schedule(16, 0)
     with pytest.raises(DlmError, match="unknown SDTT divergence"):
         divergence("js", torch.zeros(1, 2), torch.ones(1, 2))

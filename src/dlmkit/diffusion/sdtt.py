@@ -61,7 +61,7 @@ class StepPair:
     second: MaskedStep
 
 
-def round_steps(start_steps: int, rounds: int) -> list[tuple[int, int]]:
+def rounds_schedule(start_steps: int, rounds: int) -> list[tuple[int, int]]:
     """(teacher steps, student steps) of each round: round r distils ``start_steps / 2^r`` teacher
     steps into half as many; the student of round r is the teacher of round r + 1."""
     if rounds < 1 or start_steps < 2:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from dlmkit.checks import check_config
 from dlmkit.data.corpus import resolve_paths
 from dlmkit.diffusion.graphs import Absorbing
-from dlmkit.diffusion.sdtt import DIVERGENCES, StepPair, divergence, round_steps, rows_step, step_pairs, two_step_target
+from dlmkit.diffusion.sdtt import DIVERGENCES, StepPair, divergence, rounds_schedule, rows_step, step_pairs, two_step_target
 from dlmkit.engine.config import RunConfig, apply_override, load_config
 from dlmkit.engine.distributed import barrier
 from dlmkit.engine.loop import Engine, resume_config
@@ -52,7 +52,7 @@ class SDTT(Pretrain):
     def __init__(self, cfg: RunConfig, start: tuple[DlmModel, Any]):
         super().__init__(start=start)
         s = cfg.distill.sdtt
-        self.rounds = round_steps(s.start_steps, s.rounds)  # [(teacher steps, student steps)]
+        self.rounds = rounds_schedule(s.start_steps, s.rounds)  # [(teacher steps, student steps)]
         self.round_len, self.divergence, self.refresh = s.round_steps, s.divergence, s.refresh
         self.teacher: DlmModel | None = None
         self.teacher_round: int | None = None
@@ -164,7 +164,7 @@ def _config(teacher: str) -> RunConfig:
 
 def distill_sdtt(
     teacher: str | None = None, out_dir: str | None = None, *, rounds: int | None = None, start_steps: int | None = None,
-    round_steps_: int | None = None, divergence_: str | None = None, data: list[str] | None = None,
+    round_steps: int | None = None, divergence: str | None = None, data: list[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (), resume: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """Distil (or resume distilling) an mdlm ``teacher`` (a dlmkit run or checkpoint, or a released
@@ -184,7 +184,7 @@ def distill_sdtt(
         if out_dir:
             cfg.out_dir = out_dir
     s = cfg.distill.sdtt
-    for name, value in (("rounds", rounds), ("start_steps", start_steps), ("round_steps", round_steps_), ("divergence", divergence_)):
+    for name, value in (("rounds", rounds), ("start_steps", start_steps), ("round_steps", round_steps), ("divergence", divergence)):
         if value is not None:
             setattr(s, name, value)
     if s.divergence not in DIVERGENCES:
@@ -193,7 +193,7 @@ def distill_sdtt(
         raise DlmError(f"distill.sdtt.refresh={s.refresh} is not one of {', '.join(REFRESH)}")
     if s.round_steps < 1:
         raise DlmError(f"distill.sdtt.round_steps must be at least 1, got {s.round_steps}")
-    schedule = round_steps(s.start_steps, s.rounds)
+    schedule = rounds_schedule(s.start_steps, s.rounds)
     cfg.train.steps = s.rounds * s.round_steps
     check_config(cfg)
     start = load_start(cfg)
