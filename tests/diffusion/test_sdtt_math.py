@@ -8,7 +8,7 @@ from toy import Toy, histogram, markov_chain, random_categorical, tv, tv_toleran
 
 from dlmkit.diffusion.schedules import LogLinear
 from dlmkit.diffusion.sdtt import (
-    DIVERGENCES, divergence, rounds_schedule, rows_step, step_pairs, target_given_middle, two_step_target,
+    DIVERGENCES, divergence, reference_target, rounds_schedule, rows_step, step_pairs, target_given_middle, two_step_target,
 )
 from dlmkit.errors import DlmError
 from dlmkit.sampling.discrete import masked_output_distribution, sample_masked
@@ -55,6 +55,35 @@ def test_one_step_target_is_the_exact_two_step_law(toy, k):
             mean = (w[live][:, None, None] * est).sum(0)
             masked = x_t == MASK
             assert torch.allclose(mean[masked], exact_value_law(toy, x_t, pair)[masked], atol=1e-12)
+
+
+def test_reference_target_is_the_later_prediction():
+    """The released code's target, averaged over the intermediate states: the first prediction with
+    the first step's unmasking probability, the second (one step later) with the rest; it is the
+    two-step law only when the second step unmasks everything (the last pair). The teacher is the
+    exact denoiser at temperature 2: for an exact one the later prediction averages back to the
+    earlier one (a martingale) and the two targets agree."""
+    pairs = step_pairs(SCHEDULE, 3)
+    x_t = torch.tensor([MASK, MASK, MASK])
+    teacher = lambda x, sigma: torch.log_softmax(0.5 * TOY.denoise_fn(x, sigma), -1)
+    for j, pair in enumerate(pairs):
+        p1 = KERNEL.probs(teacher(x_t[None], None), x_t[None], pair.first)[0]
+        w = torch.stack([p1[torch.arange(3), st].prod() for st in TOY.states])
+        live = w > 0
+        mids, n = TOY.states[live], int(live.sum())
+        xt = x_t.expand(n, -1)
+        log_t, log_mid = teacher(xt, None), teacher(mids, None)
+        mean = (w[live][:, None, None] * reference_target(xt, mids, log_t, log_mid)).sum(0)
+        a1 = (pair.first.alpha_s - pair.first.alpha_t) / (1 - pair.first.alpha_t)
+        still = (mids == MASK).double()  # [n, L]: masked after the first step
+        later = (w[live][:, None, None] * still[..., None] * log_mid.exp()).sum(0) / (1 - a1)
+        expect = a1 * log_t[0].exp() + (1 - a1) * later
+        assert torch.allclose(mean, expect, atol=1e-12)
+        p2 = KERNEL.probs(teacher(TOY.states, None), TOY.states, pair.second)
+        law = (w[:, None, None] * p2).sum(0)
+        law[:, MASK] = 0.0
+        law = law / law.sum(-1, keepdim=True)
+        assert torch.allclose(mean, law, atol=1e-12) == (j == len(pairs) - 1)
 
 
 def test_sampled_targets_average_to_the_law():

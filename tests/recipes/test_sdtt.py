@@ -71,9 +71,9 @@ def test_rounds_students_and_teacher_refresh(teacher, tmp_path, capsys, corpus, 
 
 def test_divergences_and_ema_refresh(teacher, tmp_path, capsys, one_thread):
     for name in ("rkl", "mse", "tvd"):
-        rc, res, err = _run(capsys, _args(teacher, tmp_path / name, "--divergence", name, "--json"))
+        rc, res, err = _run(capsys, _args(teacher, tmp_path / name, "--divergence", name, "distill.sdtt.target=reference", "--json"))
         assert rc == 0, err
-        assert res["divergence"] == name and all(r["loss"] is not None and r["loss"] >= 0 for r in res["rounds"])
+        assert res["divergence"] == name and res["target"] == "reference" and all(r["loss"] is not None and r["loss"] >= 0 for r in res["rounds"])
     rc, res, err = _run(capsys, _args(teacher, tmp_path / "ema", "distill.sdtt.refresh=ema", "--json"))
     assert rc == 0, err
     # refresh from the EMA: round 2's teacher is round 1's published (EMA) student
@@ -92,6 +92,7 @@ def test_errors(teacher, tmp_path, capsys, corpus):
         (_args(ar, tmp_path / "e1"), "masked diffusion"),
         (_args(teacher, tmp_path / "e2", "--start-steps", "6"), "not a multiple of 4"),
         (_args(teacher, tmp_path / "e3", "distill.sdtt.refresh=both"), "refresh"),
+        (_args(teacher, tmp_path / "e7", "distill.sdtt.target=joint"), "distill.sdtt.target"),
         (["distill", "sdtt", "--out", str(tmp_path / "e4")], "give the TEACHER"),
         (["distill", "sdtt", str(tmp_path / "nothing"), "--out", str(tmp_path / "e5")], "no such"),
         (["distill", "sdtt", str(teacher), "--resume", str(tmp_path / "e6")], "no TEACHER"),

@@ -20,10 +20,12 @@ for step, the per-position law of two teacher steps; the joint law of several po
 one step is a product, so the student can match the teacher's 2k-step law only position by
 position (the limit the paper's students share).
 
-The released code (jdeschena/sdtt) builds its target differently: the teacher prediction at the
-step where a token was unmasked, or at the last step for one still masked; its mean weighs the
-second prediction by 1 - P1(unmask) rather than P1(mask) P2(unmask) / a (the same only when the
-second step unmasks everything). Here the target is the law itself.
+The released code (jdeschena/sdtt) builds its target differently: the teacher's x0 prediction at
+the step where a token was unmasked, or at the last step for one still masked. Its mean weighs
+the second prediction by P1(mask) rather than P1(mask) P2(unmask) / a (the same only when the
+second step unmasks everything), so it leans on the teacher's prediction one step later, with
+more context. :func:`reference_target` computes it from the same two teacher calls
+(``target="reference"`` in the recipe); the default is the law itself.
 
 Divergences between the student's x0 prediction and the target at the masked positions:
 
@@ -49,6 +51,7 @@ from dlmkit.sampling.masked_kernels import MaskedKernel, MaskedStep, masked_plan
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 DIVERGENCES = ("kl", "rkl", "mse", "tvd")
+TARGETS = ("law", "reference")
 LOG_FLOOR = -60.0  # log-probabilities below this (exact zeros) are clipped for mse
 
 
@@ -113,15 +116,27 @@ def target_given_middle(
     return law / move.clamp_min(1e-300)
 
 
+def reference_target(x_t: Tensor, x_mid: Tensor, log_p_t: Tensor, log_p_mid: Tensor) -> Tensor:
+    """The released code's target [B, L, V]: the teacher's x0 prediction at x_t where the first step
+    unmasked the position, else its prediction at ``x_mid``."""
+    moved = (x_mid != x_t).unsqueeze(-1)
+    return torch.where(moved, log_p_t.double().exp(), log_p_mid.double().exp())
+
+
 @torch.no_grad()
 def two_step_target(
-    teacher: DenoiseFn, kernel: MaskedKernel, x_t: Tensor, pair: StepPair, generator: torch.Generator,
+    teacher: DenoiseFn, kernel: MaskedKernel, x_t: Tensor, pair: StepPair, generator: torch.Generator, target: str = "law",
 ) -> Tensor:
-    """An unbiased estimate [B, L, V] of the value law of two teacher steps at every position masked at
-    ``x_t``: two teacher calls and one draw of the intermediate state with the kernel."""
+    """The target [B, L, V] at every position masked at ``x_t`` from two teacher calls and one draw of
+    the intermediate state with the kernel: ``law``, an unbiased estimate of the value law of two
+    teacher steps, or ``reference``, the released code's (:func:`reference_target`)."""
+    if target not in TARGETS:
+        raise DlmError(f"unknown SDTT target '{target}' (choose: {', '.join(TARGETS)})")
     log_p_t = teacher(x_t, _sigma(pair.first, x_t))
     x_mid = kernel.draw(log_p_t, x_t, pair.first, generator)
     log_p_mid = teacher(x_mid, _sigma(pair.second, x_mid))
+    if target == "reference":
+        return reference_target(x_t, x_mid, log_p_t, log_p_mid)
     return target_given_middle(kernel, x_t, x_mid, log_p_t, log_p_mid, pair)
 
 

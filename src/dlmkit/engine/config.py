@@ -142,6 +142,7 @@ class SDTTConfig:
     start_steps: int = 64  # the teacher's steps in the first round
     round_steps: int = 1000  # training steps per round (train.steps = rounds x round_steps)
     divergence: str = "kl"  # kl | rkl | mse | tvd (dlmkit.diffusion.sdtt)
+    target: str = "law"  # law (the exact two-step law) | reference (the released code's target)
     refresh: str = "raw"  # raw | ema: the next round's teacher is the student's raw weights, or its EMA (then the student's too)
 
 

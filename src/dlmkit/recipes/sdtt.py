@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from dlmkit.checks import check_config
 from dlmkit.data.corpus import resolve_paths
 from dlmkit.diffusion.graphs import Absorbing
-from dlmkit.diffusion.sdtt import DIVERGENCES, StepPair, divergence, rounds_schedule, rows_step, step_pairs, two_step_target
+from dlmkit.diffusion.sdtt import DIVERGENCES, TARGETS, StepPair, divergence, rounds_schedule, rows_step, step_pairs, two_step_target
 from dlmkit.engine.config import RunConfig, apply_override, load_config
 from dlmkit.engine.distributed import barrier
 from dlmkit.engine.loop import Engine, resume_config
@@ -53,7 +53,7 @@ class SDTT(Pretrain):
         super().__init__(start=start)
         s = cfg.distill.sdtt
         self.rounds = rounds_schedule(s.start_steps, s.rounds)  # [(teacher steps, student steps)]
-        self.round_len, self.divergence, self.refresh = s.round_steps, s.divergence, s.refresh
+        self.round_len, self.divergence, self.refresh, self.target = s.round_steps, s.divergence, s.refresh, s.target
         self.teacher: DlmModel | None = None
         self.teacher_round: int | None = None
         self.pairs: dict[int, list[StepPair]] = {}
@@ -111,7 +111,7 @@ class SDTT(Pretrain):
         pair = StepPair(*(rows_step([getattr(p, f) for p in pairs], j) for f in ("student", "first", "second")))
         sigma = pair.student.sigma
         x_t = Absorbing(method.vocab_size, method.mask_id).sample_forward(x, sigma, generator)
-        target = two_step_target(method.denoiser(self.teacher.net), self.kernel, x_t, pair, generator)
+        target = two_step_target(method.denoiser(self.teacher.net), self.kernel, x_t, pair, generator, self.target)
         log_q = method.denoiser(net)(x_t, sigma)
         masked = x_t == method.mask_id
         d = divergence(self.divergence, log_q[masked], target[masked])
@@ -189,6 +189,8 @@ def distill_sdtt(
             setattr(s, name, value)
     if s.divergence not in DIVERGENCES:
         raise DlmError(f"unknown SDTT divergence '{s.divergence}' (choose: {', '.join(DIVERGENCES)})")
+    if s.target not in TARGETS:
+        raise DlmError(f"distill.sdtt.target={s.target} is not one of {', '.join(TARGETS)}")
     if s.refresh not in REFRESH:
         raise DlmError(f"distill.sdtt.refresh={s.refresh} is not one of {', '.join(REFRESH)}")
     if s.round_steps < 1:
@@ -214,6 +216,6 @@ def distill_sdtt(
                           "loss": sum(losses) / len(losses) if losses else None, "val_loss": vals[-1] if vals else None,
                           "student": str(folder) if folder.is_dir() else None})
     summary = {k: v for k, v in vars(result).items() if k != "history"}
-    summary.update(kind=cfg.model.kind, teacher=cfg.distill.teacher, divergence=s.divergence, refresh=s.refresh,
+    summary.update(kind=cfg.model.kind, teacher=cfg.distill.teacher, divergence=s.divergence, target=s.target, refresh=s.refresh,
                    rounds=per_round, student=per_round[-1]["student"], recommended_steps=schedule[-1][1])
     return summary
