@@ -8,7 +8,9 @@ each skipped when its output exists under ``--work``:
 
 1. ``prepare``: the data split, one byte tokenizer, the mdlm teacher and an AR model of the same
    setting (the judge of generative perplexity, and the AR side of the latency comparison);
-2. ``distill``: ``dlm distill sdtt`` of the teacher, ``--rounds`` rounds from ``--start-steps``;
+2. ``distill``: ``dlm distill sdtt`` of the teacher, ``--rounds`` rounds from ``--start-steps``, once
+   per ``--variants`` entry ``TARGET:DIVERGENCE`` (default ``law:kl``, dlmkit's default, and
+   ``reference:rkl``, the paper code's target with the reverse KL), side by side;
 3. ``eval``: the teacher at every power of two from ``--start-steps`` down to the last student's
    steps, each round's student at its own steps, the AR model (ancestral): ``--n`` samples of 64
    tokens, judged by the AR model (the same tokenizer, so the ids are scored directly); unigram
@@ -77,18 +79,21 @@ def prepare(args: argparse.Namespace) -> dict:
     return {k: str(v) for k, v in runs.items()} | {"train": str(train_dir), "heldout": str(held_dir)}
 
 
-def distill(args: argparse.Namespace, teacher: Path) -> Path:
-    out = args.work / "sdtt"
+def distill(args: argparse.Namespace, teacher: Path, variant: str) -> Path:
+    """One SDTT run per variant ``TARGET:DIVERGENCE`` (e.g. ``law:kl``, the default; ``reference:rkl``,
+    the paper code's target with the reverse KL its README reports best)."""
+    target, div = variant.split(":")
+    out = args.work / f"sdtt_{target}_{div}"
     last = out / "students" / f"round_{args.rounds}"
     if not (last / "model.safetensors").is_file():
         argv = ["distill", "sdtt", str(teacher), "--out", str(out), "--rounds", str(args.rounds), "--start-steps", str(args.start_steps),
-                "--round-steps", str(args.round_steps), "--divergence", args.divergence, "train.eval_every=0",
+                "--round-steps", str(args.round_steps), "--divergence", div, f"distill.sdtt.target={target}", "train.eval_every=0",
                 f"train.save_every={args.round_steps // 2}", f"train.ema={args.ema}", "train.warmup=20", f"train.lr={args.lr}",
                 "--no-progress"]
         if (out / "checkpoints").is_dir():
             argv = ["distill", "sdtt", "--resume", str(out), "--no-progress"]
-        dlm(*argv)
-    return out
+        return out, subprocess.Popen([sys.executable, "-m", "dlmkit.cli", *argv], env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return out, None
 
 
 def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, label: str) -> list[dict]:
@@ -101,7 +106,7 @@ def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, labe
     return [{"model": label, **{k: r[k] for k in keep}} for r in res["gen"]]
 
 
-def evaluate(args: argparse.Namespace, runs: dict, sdtt: Path, result: dict) -> None:
+def evaluate(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict) -> None:
     from dlmkit.eval.judges import load_judge
     from dlmkit.eval.tasks.latency import latency_benchmark
     from dlmkit.recipes.sdtt import student_folder
@@ -115,18 +120,20 @@ def evaluate(args: argparse.Namespace, runs: dict, sdtt: Path, result: dict) -> 
     if todo:
         rows += gen_rows(runs["mdlm"], judge, todo, args, "teacher")
         write(args, result)
-    for r in range(args.rounds):
-        k = args.start_steps >> (r + 1)
-        label = f"student round {r + 1}"
-        if (label, k) not in done:
-            rows += gen_rows(str(student_folder(sdtt, r)), judge, [k], args, label)
-            write(args, result)
+    for variant, run in sdtt_runs.items():
+        for r in range(args.rounds):
+            k = args.start_steps >> (r + 1)
+            label = f"student {variant} round {r + 1}"
+            if (label, k) not in done:
+                rows += gen_rows(str(student_folder(run, r)), judge, [k], args, label)
+                write(args, result)
     if ("ar", None) not in done:
         rows += [r for r in gen_rows(runs["ar"], judge, [1], args, "ar") if r["sampling"] == "ancestral"]
         write(args, result)
     if "latency" not in result:
         lat = []
-        for model, steps in ((str(student_folder(sdtt, args.rounds - 1)), final), (runs["mdlm"], args.start_steps)):
+        first = next(iter(sdtt_runs.values()))
+        for model, steps in ((str(student_folder(first, args.rounds - 1)), final), (runs["mdlm"], args.start_steps)):
             res = latency_benchmark(model, ar=runs["ar"], steps=[steps], lengths=[64], batches=[1, 32], repeats=args.repeats,
                                     warmup=1, device="cpu", sampler="ancestral", progress=False)
             lat += [{k: v for k, v in row.items() if k != "seconds_all"} for row in res["latency"]["rows"]]
@@ -142,16 +149,19 @@ def summarise(args: argparse.Namespace, result: dict) -> None:
     if t is None:
         return
     out = []
-    for r in range(args.rounds):
-        k = args.start_steps >> (r + 1)
-        s, tk = rows.get((f"student round {r + 1}", k)), rows.get(("teacher", k))
-        if s is None:
-            continue
-        out.append({"round": r + 1, "steps": k, "fraction_of_teacher_steps": k / args.start_steps,
-                    "student_gen_ppl": s["gen_ppl"], "teacher_gen_ppl_same_steps": tk["gen_ppl"] if tk else None,
-                    "teacher_gen_ppl_start_steps": t["gen_ppl"], "gen_ppl_ratio": s["gen_ppl"] / t["gen_ppl"],
-                    "entropy_gap": s["unigram_entropy"] - t["unigram_entropy"],
-                    "within_5pct_at_equal_entropy": s["gen_ppl"] <= 1.05 * t["gen_ppl"] and abs(s["unigram_entropy"] - t["unigram_entropy"]) <= 0.05})
+    for variant in args.variants:
+        for r in range(args.rounds):
+            k = args.start_steps >> (r + 1)
+            s, tk = rows.get((f"student {variant} round {r + 1}", k)), rows.get(("teacher", k))
+            if s is None:
+                continue
+            out.append({"variant": variant, "round": r + 1, "steps": k, "fraction_of_teacher_steps": k / args.start_steps,
+                        "student_gen_ppl": s["gen_ppl"], "student_entropy": s["unigram_entropy"],
+                        "teacher_gen_ppl_same_steps": tk["gen_ppl"] if tk else None,
+                        "teacher_entropy_same_steps": tk["unigram_entropy"] if tk else None,
+                        "teacher_gen_ppl_start_steps": t["gen_ppl"], "teacher_entropy_start_steps": t["unigram_entropy"],
+                        "gen_ppl_ratio": s["gen_ppl"] / t["gen_ppl"], "entropy_gap": s["unigram_entropy"] - t["unigram_entropy"],
+                        "within_5pct_at_equal_entropy": s["gen_ppl"] <= 1.05 * t["gen_ppl"] and abs(s["unigram_entropy"] - t["unigram_entropy"]) <= 0.05})
     result["target"] = out
 
 
@@ -171,7 +181,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--start-steps", type=int, default=64)
     p.add_argument("--round-steps", type=int, default=300)
-    p.add_argument("--divergence", default="kl")
+    p.add_argument("--variants", nargs="+", default=["law:kl", "reference:rkl"], help="TARGET:DIVERGENCE per SDTT run")
     p.add_argument("--ema", type=float, default=0.0)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--n", type=int, default=128, help="samples per row")
@@ -190,14 +200,19 @@ def main() -> None:
     result["runs"] = runs
     write(args, result)
     if "distill" in args.stages or "eval" in args.stages:
-        sdtt = distill(args, Path(runs["mdlm"]))
-        result["sdtt_run"] = str(sdtt)
-        metrics = [json.loads(x) for x in (sdtt / "metrics.jsonl").read_text().splitlines()]
-        result["distill_loss_per_round"] = {str(r): [m["loss"] for m in metrics if m.get("round") == r and "loss" in m][-1]
-                                            for r in range(1, args.rounds + 1) if any(m.get("round") == r for m in metrics)}
+        started = [distill(args, Path(runs["mdlm"]), v) for v in args.variants]  # side by side, one thread each
+        for out, proc in started:
+            if proc is not None and proc.wait():
+                raise SystemExit(f"distillation failed: {proc.args}")
+        result["sdtt_runs"] = {v: str(out) for v, (out, _) in zip(args.variants, started)}
+        result["distill_loss_per_round"] = {}
+        for v, (out, _) in zip(args.variants, started):
+            metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+            result["distill_loss_per_round"][v] = {str(r): [m["loss"] for m in metrics if m.get("round") == r and "loss" in m][-1]
+                                                   for r in range(1, args.rounds + 1) if any(m.get("round") == r for m in metrics)}
         write(args, result)
     if "eval" in args.stages:
-        evaluate(args, runs, Path(result["sdtt_run"]), result)
+        evaluate(args, runs, result["sdtt_runs"], result)
     result.setdefault("seconds", {})[" ".join(args.stages)] = time.time() - t0
     write(args, result)
 
