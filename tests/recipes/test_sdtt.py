@@ -65,6 +65,8 @@ def test_rounds_students_and_teacher_refresh(teacher, tmp_path, capsys, corpus, 
         assert res["steps"] == k and res["nfe"] <= k and res["kind"] == "mdlm"
     rc, res, err = _run(capsys, ["sample", str(out / "students" / "round_2"), "--n", "1", "--steps", "5", "--json"])
     assert res["steps"] == 5
+    rc, res, err = _run(capsys, ["sample", str(teacher), "--n", "1", "--json"])
+    assert res["steps"] == 128  # a model that records none: the old default
     rc, res, err = _run(capsys, ["eval", "ppl", str(out / "students" / "round_2"), "--data", str(corpus), "--json"])
     assert rc == 0, err
 
