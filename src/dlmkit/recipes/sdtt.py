@@ -135,7 +135,6 @@ class SDTT(Pretrain):
             engine.ema.load_state_dict({n: p.detach() for n, p in engine.model.named_parameters()})
         self.teacher.load_state_dict(engine.model.state_dict())
         self.teacher_round = done + 1
-        engine.model.config["recommended_steps"] = self.rounds[done + 1][1]
         if engine.info.is_main:
             self._write_teacher(engine, done + 1)
 
