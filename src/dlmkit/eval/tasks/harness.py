@@ -99,7 +99,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.metrics.seq2seq import import_eval_dependency
+from dlmkit.eval.metrics.optional import import_eval_dependency
 from dlmkit.generate import Spans, Unconditional, generate
 from dlmkit.hub.load import load as load_model
 from dlmkit.sampling.conditioning import Condition
