@@ -35,8 +35,8 @@ from dlmkit.eval.tasks.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, extract_features, mauve
 from dlmkit.eval.tasks.registry import ints
-from dlmkit.io import atomic_path, split_lines
-from dlmkit.plotting import pyplot
+from dlmkit.io import split_lines
+from dlmkit.plotting import pyplot, save_png
 from dlmkit.runtime import resolve_device
 from dlmkit.generate import Prefixes, generate
 
@@ -203,9 +203,7 @@ def plot_mauve(entries: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("MAUVE (mean ± std over seeds)")
     ax.set_ylim(0, 1)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
     return path
 
 
