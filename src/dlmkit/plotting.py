@@ -7,7 +7,10 @@ Matplotlib labels a log axis spanning less than a decade with minor ticks such a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from dlmkit.io import atomic_path
 
 
 def pyplot() -> Any:
@@ -18,6 +21,15 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig: Any, path: str | Path, **savefig: Any) -> None:
+    """Write ``fig`` to ``path`` as a PNG (atomically: never half a file) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, **savefig)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def plain_number(value: float, _pos: Any = None) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from dlmkit.data.default_corpus import write_default_corpus
 from dlmkit.engine.config import load_config
 from dlmkit.io import write_text
 from dlmkit.methods.base import get_method_class
@@ -58,8 +59,6 @@ def run_quickstart(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
-        from dlmkit.data.default_corpus import write_default_corpus
-
         data = str(write_default_corpus(out / "data"))
         say(f"quickstart: corpus built from the Python documentation -> {data}")
     kinds = kinds or list(QUICK_KINDS)

@@ -7,7 +7,8 @@ to that table, so a new schedule or sampler is one class and no list elsewhere.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import importlib
+from typing import Any, Callable, ClassVar
 
 from dlmkit.errors import DlmError
 
@@ -24,3 +25,16 @@ class Registered:
                 raise DlmError(f"{cls.registry_what} {name!r} is registered twice")
             cls.name = name
             cls.registry[name] = cls
+
+
+def lazy(ref: str) -> Callable[..., Any]:
+    """The function ``"module:name"``, imported at its first call: a declared import that keeps
+    heavy modules (torch, the models) out of argument parsing. Give ``ref`` as a string literal:
+    ``tests/test_layers.py`` reads these declarations and checks their layer like any import."""
+    module, _, name = ref.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = name
+    return call

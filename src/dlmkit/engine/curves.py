@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dlmkit.errors import DlmError
-from dlmkit.io import atomic_path
-from dlmkit.plotting import pyplot, readable_log_ticks
+from dlmkit.plotting import pyplot, readable_log_ticks, save_png
 
 METRIC_TITLES = {"loss": "training loss", "val_loss": "validation loss", "lr": "learning rate", "tokens_per_s": "tokens / s"}
 
@@ -77,7 +76,5 @@ def plot_runs(runs: Sequence[str], out: str, *, metrics: Sequence[str] = ("loss"
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     fig.legend(list(legend.values()), list(legend), loc="center left", bbox_to_anchor=(1 - 1.95 / fig.get_figwidth(), 0.5), fontsize=8, frameon=False)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, out)
     return {"plot": str(out), "runs": list(runs), "metrics": list(metrics), "points": drawn}

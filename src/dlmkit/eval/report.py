@@ -81,7 +81,7 @@ def write_report(results: Sequence[str | Path | dict[str, Any]], out: str | Path
         parts += [notes, ""]
     for task in sorted(tasks, key=lambda t: t.rank):
         if found[task.key]:
-            lines, pngs = task.report_section(found[task.key], stem)
+            lines, pngs = task.section(found[task.key], stem)
             parts += lines
             plots += pngs
     write_text(out, "\n".join(parts))

@@ -1,8 +1,8 @@
-"""What a generation is conditioned on: nothing, token spans at positions, or source rows.
+"""What a generation is conditioned on: nothing, token spans at positions, a prefix per row, or source rows.
 
 A kind takes the prompt types its sampler understands: every kind takes :class:`Unconditional`
-(except the seq2seq kinds) and :class:`Spans` (the AR kind a prefix only); the seq2seq kinds
-(``diffuseq``, ``dlm_one``) and the AR baseline trained on pairs take :class:`SourceRows`.
+(except the seq2seq kinds), :class:`Spans` (the AR kind a prefix only) and :class:`Prefixes`; the
+seq2seq kinds (``diffuseq``, ``dlm_one``) and the AR baseline trained on pairs take :class:`SourceRows`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
+import torch
 from torch import Tensor
 
 from dlmkit.errors import DlmError
@@ -47,6 +48,32 @@ class Spans:
 
 
 @dataclass(frozen=True)
+class Prefixes:
+    """One prefix of token ids per generated row (of any lengths): row ``i`` continues ``rows[i]``."""
+
+    rows: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class PrefixRows(Condition):
+    """A prefix condition with one prefix per batch row (all of one length).
+
+    To the samplers it looks like a :class:`Condition` on positions ``0..P-1`` (checks and
+    masks use the first row); ``apply`` writes each row's own prefix. A sampler that does not
+    call ``apply`` ignores the other rows' prefixes: :func:`dlmkit.generate.generate` checks.
+    """
+
+    rows: tuple[tuple[int, ...], ...] = ()
+
+    def apply(self, x: Tensor) -> Tensor:
+        if x.shape[0] != len(self.rows):
+            return super().apply(x)
+        x = x.clone()
+        x[:, : len(self.positions)] = torch.tensor(self.rows, dtype=x.dtype, device=x.device)
+        return x
+
+
+@dataclass(frozen=True)
 class SourceRows:
     """Framed ``src sep ...`` rows [N, L] (:func:`dlmkit.data.seq2seq_blocks.frame_rows`): one
     generated target per row."""
@@ -54,4 +81,4 @@ class SourceRows:
     rows: Tensor
 
 
-Prompt = Union[Unconditional, Spans, SourceRows]
+Prompt = Union[Unconditional, Spans, Prefixes, SourceRows]

@@ -7,10 +7,8 @@ Layouts (:func:`detect_layout`):
 ``sedd``
     ``louaaron/sedd-small`` / ``sedd-medium``: the SEDD training config (``tokens``, ``graph``,
     ``noise``, ``model: {hidden_size, cond_dim, length, n_blocks, n_heads, scale_by_sigma}``)
-    saved by ``PyTorchModelHubMixin`` beside ``model.safetensors`` (or ``pytorch_model.bin``).
-    Keys: ``vocab_embed.embedding``, ``sigma_map.mlp.{0,2}``, ``rotary_emb.inv_freq`` (a buffer),
-    ``blocks.N.{norm1, attn_qkv, attn_out, norm2, mlp.{0,2}, adaLN_modulation}``,
-    ``output_layer.{norm_final, linear, adaLN_modulation}``.
+    saved by ``PyTorchModelHubMixin`` beside ``model.safetensors`` (or ``pytorch_model.bin``);
+    weight names in :func:`_ddit_to_dlmkit`.
 ``mdlm``
     ``kuleshov-group/mdlm-owt``: a transformers config (``model_type: mdlm``, ``hidden_dim``,
     ``cond_dim``, ``n_blocks``, ``n_heads``, ``model_length``, ``vocab_size``,

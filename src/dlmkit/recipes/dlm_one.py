@@ -53,6 +53,7 @@ from dlmkit.methods.dlm_one import default_t_init, one_step, paper_step
 from dlmkit.hub.load import load as load_model
 from dlmkit.hub.model import DlmModel
 from dlmkit.hub import checkpoint as ckpt
+from dlmkit.generate import SourceRows, generate, target_ids
 from dlmkit.engine.config import RunConfig, apply_override, from_dict, load_config
 from dlmkit.engine.distributed import average_gradients, barrier, gather_objects, init_distributed
 from dlmkit.engine.loop import Engine, lock_run_folder
@@ -337,15 +338,11 @@ class Stage(Recipe):
         """Mean sentence BLEU (DiffuSeq's) of one-step outputs on the first ``eval_n`` validation rows."""
         d = self.run
         idx = [int(i) for i in d.valid_order[: d.cfg.eval_n]]
+        rows = d.valid_blocks.batch(idx)
+        cond = torch.where(target_mask(rows, d.sep), torch.full_like(rows, d.pad), rows)
         with engine.inference_weights():
-            gen = torch.Generator(device=d.device).manual_seed(12345)
-            hyps = []
-            for i in range(0, len(idx), 64):
-                rows = d.valid_blocks.batch(idx[i : i + 64]).to(d.device)
-                mask = target_mask(rows, d.sep)
-                cond = torch.where(mask, torch.full_like(rows, d.pad), rows)
-                out = self.student.method.sample(self.student.net, len(rows), rows.shape[1], steps=1, generator=gen, condition=cond)
-                hyps += d.tokenizer.decode_batch([self.student.method.target_ids(r) for r in out.tokens.tolist()])
+            out = generate(self.student, SourceRows(cond), steps=1, batch=64, seed=12345, autocast=False)
+        hyps = d.tokenizer.decode_batch([target_ids(self.student, r) for r in out.tokens.tolist()])
         return bleu(hyps, [d.valid_blocks.targets[i] for i in idx])
 
 

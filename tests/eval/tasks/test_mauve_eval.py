@@ -51,7 +51,7 @@ def test_mauve_eval_diffusion_prefix_condition(diffusion_runs, gpt2_judge, webte
 
     import torch
 
-    from dlmkit.eval.tasks.mauve import PrefixRows
+    from dlmkit.generate.prompt import PrefixRows
 
     for run in diffusion_runs.values():  # every sampler honours one prefix per row
         model, _ = load_model(run)

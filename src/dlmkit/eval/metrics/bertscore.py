@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Union
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.metrics.seq2seq import import_eval_dependency
+from dlmkit.eval.metrics.optional import import_eval_dependency
 
 DEFAULT_NUM_LAYERS = 6  # all-MiniLM-L6-v2 has 6 layers; bert-score uses layer `num_layers`
 

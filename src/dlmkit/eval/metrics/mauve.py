@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.metrics.seq2seq import import_eval_dependency
+from dlmkit.eval.metrics.optional import import_eval_dependency
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 

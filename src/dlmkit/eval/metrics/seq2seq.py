@@ -25,7 +25,6 @@ clipped together, plus sacreBLEU's corpus BLEU.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import warnings
@@ -33,14 +32,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from types import ModuleType
 from typing import Any, Iterable, TypeVar, Union
 
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.io import jsonl_records, split_lines
+from dlmkit.eval.metrics.bertscore import bertscore
 from dlmkit.eval.metrics.diversity import dist_n, div_n
+from dlmkit.eval.metrics.optional import import_eval_dependency
 
 # What DiffuSeq's script deletes, in its order (eos, sos, sep, pad of its BERT tokenizer): the
 # order matters only for nested tokens ("[CL[SEP]S]"), kept so that every string matches.
@@ -50,16 +50,6 @@ SOURCE_SPECIAL_TOKENS = ("[SEP]", "[CLS]")
 
 References = Union[Sequence[str], Sequence[Sequence[str]]]
 T = TypeVar("T")
-
-
-def import_eval_dependency(module: str) -> ModuleType:
-    """Import a module of the optional ``eval`` extra, or raise a one-line DlmError."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise DlmError(
-            f"{module} needs the eval extra: pip install 'dlmkit[eval]' ({exc})"
-        ) from None
 
 
 def progress_bar(items: Iterable[T], desc: str, progress: bool, total: int | None = None) -> Iterable[T]:
@@ -262,8 +252,6 @@ def evaluate_seq2seq(
     out["rouge_l"] = rouge_l(hyps, refs, progress=progress)
     out["dist1"] = dist1(hyps)
     if bertscore_model is not None:
-        from dlmkit.eval.metrics.bertscore import bertscore
-
         scores = bertscore(hyps, refs, model_path=bertscore_model, num_layers=bertscore_layers, progress=progress)
         out["bertscore_f1"] = fmean(scores.f1)
     out["avg_len"] = fmean(len(h.split(" ")) for h in hyps)

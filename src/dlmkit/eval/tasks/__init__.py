@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 
 from dlmkit.checks import NON_NEGATIVE, POSITIVE, count_or_fraction, device, int_list, int_or_word, number
+from dlmkit.registry import lazy
 from dlmkit.eval.tasks.registry import TASKS, Task, register, reported
 
 __all__ = ["TASKS", "Task", "register", "reported"]
-
-_T = "dlmkit.eval.tasks."
 
 
 def _ppl_options(p: argparse.ArgumentParser) -> None:
@@ -110,16 +109,28 @@ def _latency_options(p: argparse.ArgumentParser) -> None:
 
 
 register(Task("ppl", ("eval", "ppl"), "zero-shot perplexity (bounds for diffusion models) on text files", _ppl_options,
-              run=_T + "perplexity:run_task", render=_T + "perplexity:render_result", section=_T + "perplexity:report_section", rank=0))
+              run=lazy("dlmkit.eval.tasks.perplexity:run_task"),
+              render=lazy("dlmkit.eval.tasks.perplexity:render_result"),
+              section=lazy("dlmkit.eval.tasks.perplexity:report_section"), rank=0))
 register(Task("seq2seq", ("eval", "seq2seq"), "DiffuSeq metrics (BLEU, ROUGE-L, BERTScore, Dist-1, Self-BLEU, Div-4) of outputs",
-              _seq2seq_options, run=_T + "seq2seq:run_task", render=_T + "seq2seq:render"))
+              _seq2seq_options, run=lazy("dlmkit.eval.tasks.seq2seq:run_task"),
+              render=lazy("dlmkit.eval.tasks.seq2seq:render")))
 register(Task("gen", ("eval", "gen"), "generative perplexity (judge LM) and diversity of unconditional samples", _gen_options,
-              run=_T + "genppl:run_task", render=_T + "genppl:render_result", section=_T + "genppl:report_section", rank=3))
+              run=lazy("dlmkit.eval.tasks.genppl:run_task"),
+              render=lazy("dlmkit.eval.tasks.genppl:render_result"),
+              section=lazy("dlmkit.eval.tasks.genppl:report_section"), rank=3))
 register(Task("mauve", ("eval", "mauve"), "MAUVE of prompted continuations against the human ones", _mauve_options,
-              run=_T + "mauve:run_task", render=_T + "mauve:render_result", section=_T + "mauve:report_section", entry="model", rank=2))
+              run=lazy("dlmkit.eval.tasks.mauve:run_task"),
+              render=lazy("dlmkit.eval.tasks.mauve:render_result"),
+              section=lazy("dlmkit.eval.tasks.mauve:report_section"), entry="model", rank=2))
 register(Task("harness", ("eval", "harness"), "lm-evaluation-harness tasks (offline with local task files)", _harness_options,
-              run=_T + "harness:run_task", render=_T + "harness:render_result", section=_T + "harness:report_section", entry="model", rank=1))
+              run=lazy("dlmkit.eval.tasks.harness:run_task"),
+              render=lazy("dlmkit.eval.tasks.harness:render_result"),
+              section=lazy("dlmkit.eval.tasks.harness:report_section"), entry="model", rank=1))
 register(Task("latency", ("bench", "latency"), "sampling time per sequence vs steps, against an AR model with KV cache", _latency_options,
-              run=_T + "latency:run_task", render=_T + "latency:render_latency_table", section=_T + "latency:report_section", entry="rows", rank=4))
+              run=lazy("dlmkit.eval.tasks.latency:run_task"),
+              render=lazy("dlmkit.eval.tasks.latency:render_latency_table"),
+              section=lazy("dlmkit.eval.tasks.latency:report_section"), entry="rows", rank=4))
 register(Task("degeneracy", ("eval", "degeneracy"), "fractions of empty outputs and of outputs dominated by one token",
-              _degeneracy_options, run=_T + "degeneracy:run_task", render=_T + "degeneracy:render_result"))
+              _degeneracy_options, run=lazy("dlmkit.eval.tasks.degeneracy:run_task"),
+              render=lazy("dlmkit.eval.tasks.degeneracy:render_result")))

@@ -30,8 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from dlmkit.errors import DlmError
-from dlmkit.io import atomic_path
-from dlmkit.plotting import pyplot
+from dlmkit.plotting import pyplot, save_png
 from dlmkit.eval.metrics.diversity import diversity_stats
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.tasks.registry import ints
@@ -186,9 +185,7 @@ def plot_gen(rows: list[dict[str, Any]], path: Path) -> Path:
     judge = rows[0].get("judge", "?")
     fig.suptitle(f"Unconditional samples of {rows[0].get('length')} tokens, judge: {judge}", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
     return path
 
 def run_task(args: Any) -> dict[str, Any]:

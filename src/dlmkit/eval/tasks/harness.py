@@ -1,86 +1,24 @@
 """lm-evaluation-harness adapter: any dlmkit model as the lm-eval model ``dlmkit``.
 
-``DlmkitLM`` is registered with ``@register_model("dlmkit")`` when lm-eval is installed (the
-``eval`` extra), so ``lm_eval --model dlmkit --model_args pretrained=RUN,n_samples=32`` works
-once ``import dlmkit.eval.tasks.harness`` has run; ``dlm eval harness`` does that for you and runs
-fully offline on tasks given as local files.
+``DlmkitLM`` is registered with ``@register_model("dlmkit")`` when lm-eval (the ``eval`` extra)
+is installed and this module imported; ``dlm eval harness`` does that and runs offline on the
+shipped tasks (``dlmkit/eval/lm_eval_tasks``: ``dlm_cloze``, ``dlm_choice``, package data read
+by :func:`shipped_dataset`) and ``--include-path`` folders, other tasks from lm-eval's registry.
+The README ("lm-eval-harness") shows lm-eval's own command and ``simple_evaluate``.
 
-What each request type computes
--------------------------------
-``loglikelihood(context, continuation)``
-    ``-Method.nll`` of the tokens ``context + continuation`` with the context positions given
-    as ``clean_mask``. Exact for the AR baseline. For diffusion kinds ``nll`` is an upper bound
-    (ELBO) estimated with ``n_samples`` draws, so the reported value is an estimate of a *lower
-    bound* on log p(continuation | context): for the time-free ``mdlm`` with the noise level
-    integrated exactly (the ``count`` estimator: random masks of each size, no heavy-tailed 1/t
-    weight), otherwise by Monte-Carlo over t. Every request draws its own random numbers, from a
-    seed derived from ``seed`` and the request's tokens (the same request always gets the same
-    value; reusing one set of draws for all requests would make a data-set average no better
-    than a single request's). The standard errors are kept (``ll_stderr``) and reported. Sequences are scored at
-    their natural length (no padding to the model's context); a context that does not fit is
-    cut from the left. Tokenisation follows lm-eval's convention: trailing spaces of the
-    context move to the continuation, ``context + continuation`` is tokenised as a whole and
-    the continuation is what follows the context's own tokens.
-``is_greedy``
-    AR: whether every continuation token is the argmax of the next-token distribution.
-    Diffusion: a one-step check, i.e. whether the argmax of the model's denoising
-    distribution p(x0 | x_t), evaluated once with every continuation position noised to the
-    end of the forward process (all ``<mask>`` for mdlm and sedd_absorb; uniform random
-    tokens, seeded, for sedd_uniform) and the context clean, equals the continuation at
-    every position. It is the one-step analogue of greedy decoding, not what a many-step
-    sampler would produce.
-``loglikelihood_rolling(text)``
-    Whole-document NLL in windows of the model's context: prediction chunks of
-    ``seq_len - rolling_context`` tokens, each given up to ``rolling_context`` earlier tokens
-    as clean context (default 0: disjoint blocks as in ``dlm eval ppl``), and the last chunk
-    given as much context as fits (lm-eval's convention). Every token is scored once.
-``generate_until(context, gen_kwargs)``
-    The sampler continues the prompt (held fixed as a prefix condition) by ``max_gen_toks``
-    tokens (``steps`` diffusion steps; the AR model decodes greedily unless ``do_sample``),
-    and the text is cut at the first stop string of ``until``.
+Requests:
 
-Running the standard tasks (needs network access once, to fetch the data sets)
-------------------------------------------------------------------------------
-::
-
-    pip install 'dlmkit[eval]'
-    python -c "import dlmkit.eval.tasks.harness" && \\
-    dlm eval harness runs/my_model --tasks lambada_openai,hellaswag,piqa,arc_easy,arc_challenge,winogrande --n-samples 32 --json
-
-``dlm eval harness`` looks for tasks first in the shipped local tasks
-(``dlmkit/eval/lm_eval_tasks``: ``dlm_cloze``, ``dlm_choice``) and in ``--include-path`` folders; any
-task not found there is taken from lm-eval's own registry (this costs ~25 s of indexing, and
-the first run downloads the data sets from the Hugging Face hub, so run it once without
-``HF_DATASETS_OFFLINE``/``HF_HUB_OFFLINE``; later runs work offline from the cache).
-
-Driving lm-eval yourself
-------------------------
-lm-eval 0.4.13 discovers no model plug-ins (no entry-point group): a model is known once the
-module that registers it has been imported. Three ways, all tested:
-
-* Python: ``import dlmkit.eval.tasks.harness`` (or use the class), then
-  ``simple_evaluate(model=DlmkitLM(pretrained=RUN), tasks=["dlm_cloze"],
-  task_manager=TaskManager(include_path=str(TASKS_DIR)))``, from any working directory.
-* lm-eval's own ``lm_eval`` command, naming the shipped task files (or their folder) as
-  ``--tasks``: lm-eval resolves their ``!function dlmkit.eval.tasks.harness.shipped_dataset`` before it
-  looks the model up, and that import registers ``dlmkit``::
-
-      lm_eval --model dlmkit --model_args pretrained=runs/my_model,n_samples=32 \
-          --tasks "$(python -m dlmkit.eval.tasks.harness tasks-dir)/dlm_cloze.yaml"
-
-* Any task, by name, through this module, which registers the model and puts the shipped
-  tasks (and those of your own ``--include_path``) on the include path before handing its
-  arguments to lm-eval's CLI::
-
-      python -m dlmkit.eval.tasks.harness run --model dlmkit --model_args pretrained=runs/my_model,n_samples=32 \
-          --tasks dlm_cloze,lambada_openai,hellaswag,piqa,arc_easy,arc_challenge,winogrande
-
-The shipped task files live in ``dlmkit/eval/lm_eval_tasks`` and must be installed as package data
-(``dlmkit = ["eval/lm_eval_tasks/*.yaml", "eval/lm_eval_tasks/*.jsonl", ...]`` in pyproject's
-``[tool.setuptools.package-data]``). Their data are read by :func:`shipped_dataset` from the
-file beside the YAML, so they load from any working directory. Other local task files: a YAML
-in an include folder may give ``dataset_kwargs.data_files`` relative to the YAML's own folder;
-``dlm eval harness`` rewrites such paths to absolute ones in a temporary copy.
+* ``loglikelihood``: ``-Method.nll`` of ``context + continuation`` with the context as
+  ``clean_mask``: exact for AR, a lower bound (ELBO, ``n_samples`` draws; ``mdlm`` integrates the
+  noise level exactly) for diffusion kinds, each request seeded from ``seed`` and its tokens,
+  standard errors kept. No padding; a context that does not fit is cut from the left; lm-eval's
+  tokenisation convention (trailing context spaces move to the continuation).
+* ``is_greedy``: AR, every continuation token is the next-token argmax; diffusion, the one-step
+  denoising argmax of the fully noised continuation (context clean) equals it.
+* ``loglikelihood_rolling``: chunks of ``seq_len - rolling_context`` tokens, each given up to
+  ``rolling_context`` earlier tokens (default 0: disjoint blocks as ``dlm eval ppl``).
+* ``generate_until``: the sampler continues the prompt (a prefix condition) by ``max_gen_toks``
+  tokens, cut at the first stop string.
 """
 
 from __future__ import annotations
@@ -99,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.metrics.seq2seq import import_eval_dependency
+from dlmkit.eval.metrics.optional import import_eval_dependency
 from dlmkit.generate import Spans, Unconditional, generate
 from dlmkit.hub.load import load as load_model
 from dlmkit.sampling.conditioning import Condition

@@ -36,10 +36,9 @@ from dlmkit.checks import check_output
 from dlmkit.engine.config import load_config
 from dlmkit.errors import DlmError
 from dlmkit.hub.model import DlmModel
-from dlmkit.io import atomic_path
 from dlmkit.methods.base import Specials, get_method_class
 from dlmkit.networks.transformer import BackboneConfig
-from dlmkit.plotting import readable_log_ticks
+from dlmkit.plotting import readable_log_ticks, save_png
 from dlmkit.eval.tasks.registry import ints
 from dlmkit.generate import Unconditional, generate
 from dlmkit.hub.load import load as load_model
@@ -223,9 +222,7 @@ def plot_latency(result: dict[str, Any], path: str) -> str:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the axes, off the curves
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path, bbox_inches="tight")
     return path
 
 

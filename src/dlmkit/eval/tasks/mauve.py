@@ -6,11 +6,9 @@ Protocol (as in Deschenaux & Gulcehre 2024, Table 2, after the SSD-LM / MAUVE se
    the prompt is its first ``P`` tokens and the human continuation the next ``C`` tokens.
    Documents shorter than ``P + C`` tokens are skipped and counted (``skipped_short``); at most
    ``n`` documents are used, in file order;
-2. the model writes ``C`` tokens after each prompt: diffusion kinds sample a sequence of
-   ``P + C`` tokens with the prompt held fixed as a prefix condition (``Method.sample`` with a
-   :class:`~dlmkit.sampling.conditioning.Condition`, a batch of prompts per call); the AR baseline
-   generates after ``<eos> + prompt`` with its KV cache (all prompts in one batch, since
-   they have the same length);
+2. the model writes ``C`` tokens after each prompt (:func:`dlmkit.generate.generate` with
+   :class:`~dlmkit.generate.Prefixes`): diffusion kinds sample ``P + C`` tokens with the prompt
+   held fixed, the AR baseline generates after ``<eos> + prompt`` with its KV cache;
 3. human and model continuations are decoded to text and embedded either by a judge's
    final hidden state of the last token (``features="judge"``, the MAUVE paper's choice with
    GPT-2; here any :func:`~dlmkit.eval.judges.load_judge` judge, SmolLM2-135M by default) or
@@ -26,25 +24,21 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dlmkit.errors import DlmError
 from dlmkit.eval.tasks.genppl import _load, check_lm_kind
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, extract_features, mauve
 from dlmkit.eval.tasks.registry import ints
-from dlmkit.io import atomic_path, split_lines
-from dlmkit.plotting import pyplot
+from dlmkit.io import split_lines
+from dlmkit.plotting import pyplot, save_png
 from dlmkit.runtime import resolve_device
-from dlmkit.generate import Spans, generate
-from dlmkit.sampling.autoregressive import generate as ar_generate
-from dlmkit.sampling.conditioning import Condition
+from dlmkit.generate import Prefixes, generate
 
 
 def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
@@ -85,56 +79,14 @@ def split_prompts(docs: Sequence[str], tokenizer: Any, prompt_tokens: int, conti
     return prompts, conts, skipped
 
 
-@dataclass(frozen=True)
-class PrefixRows(Condition):
-    """A prefix condition with one prefix per batch row (all of one length).
-
-    To the samplers it looks like a :class:`Condition` on positions ``0..P-1`` (checks and
-    masks use the first row); ``apply`` writes each row's own prefix. Callers must check the
-    output (``continue_prompts`` does, and falls back to one prompt per call otherwise).
-    """
-
-    rows: tuple[tuple[int, ...], ...] = ()
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != len(self.rows):
-            return super().apply(x)
-        x = x.clone()
-        x[:, : len(self.positions)] = torch.tensor(self.rows, dtype=x.dtype, device=x.device)
-        return x
-
-
-@torch.no_grad()
 def continue_prompts(model: Any, prompts: list[list[int]], continuation_tokens: int, *, steps: int, seed: int, batch_size: int = 16, progress: bool = False) -> list[list[int]]:
-    """The model's ``continuation_tokens`` tokens after each prompt (all prompts of one length).
-
-    Diffusion kinds: :func:`dlmkit.generate.generate` with the prompts held fixed as a prefix, a batch of
-    prompts per call; if a sampler does not honour per-row prefixes (checked on its output),
-    one prompt per call with a plain :class:`Condition`.
-    """
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    method, out = model.method, []
-    if method.causal:
-        for i in tqdm(range(0, len(prompts), batch_size), desc="continue", disable=not progress, leave=False):
-            p = torch.tensor(prompts[i : i + batch_size], dtype=torch.long, device=model.device)
-            bos = torch.full((p.shape[0], 1), method.specials.eos, dtype=torch.long, device=model.device)
-            toks = ar_generate(model.net, torch.cat([bos, p], 1), continuation_tokens, generator=gen)
-            out += toks[:, 1 + p.shape[1] :].cpu().tolist()
-        return out
-    for i in tqdm(range(0, len(prompts), batch_size), desc="continue", disable=not progress, leave=False):
-        chunk = prompts[i : i + batch_size]
-        P = len(chunk[0])
-        length = P + continuation_tokens
-        cond = PrefixRows(tuple(range(P)), tuple(chunk[0]), rows=tuple(tuple(c) for c in chunk))
-        toks = generate(model, Spans(cond), len(chunk), steps, len(chunk), gen, length=length, autocast=False).tokens
-        if toks[:, :P].cpu().tolist() != chunk:  # the sampler ignored per-row prefixes
-            rows = []
-            for prompt in chunk:
-                one = generate(model, Spans(Condition.from_spans(length, prefix=prompt)), 1, steps, 1, gen, length=length, autocast=False).tokens
-                rows.append(one[0])
-            toks = torch.stack(rows)
-        out += toks[:, P:].cpu().tolist()
-    return out
+    """The model's ``continuation_tokens`` tokens after each prompt (all prompts of one length)."""
+    if not prompts:
+        return []
+    P = len(prompts[0])
+    out = generate(model, Prefixes(tuple(map(tuple, prompts))), steps=steps, batch=batch_size, seed=seed, length=P + continuation_tokens,
+                   autocast=False, progress=progress, desc="continue")
+    return out.tokens[:, P:].tolist()
 
 
 class Featurizer:
@@ -251,9 +203,7 @@ def plot_mauve(entries: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("MAUVE (mean ± std over seeds)")
     ax.set_ylim(0, 1)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
     return path
 
 

@@ -10,14 +10,13 @@ A task is registered once (:mod:`dlmkit.eval.tasks`) with
 
 The CLI builds its ``eval``/``bench`` subcommands from :data:`TASKS` and the report iterates it,
 so a new task is its own module plus one :func:`register` call. ``run``, ``render`` and
-``section`` are named as ``"module:function"`` and imported when used: parsing a command line
-must not import torch or the models.
+``section`` are :func:`dlmkit.registry.lazy` functions, imported when called: parsing a command
+line must not import torch or the models.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -38,21 +37,11 @@ class Task:
     command: tuple[str, str]
     help: str
     options: Callable[[argparse.ArgumentParser], None]
-    run: str
-    render: str
-    section: str | None = None
+    run: Callable[[argparse.Namespace], dict[str, Any]]
+    render: Callable[[dict[str, Any]], str]
+    section: Callable[[list[dict[str, Any]], Path], Section] | None = None
     entry: str | None = None
     rank: int = 0
-
-    def run_args(self, args: argparse.Namespace) -> dict[str, Any]:
-        return _resolve(self.run)(args)
-
-    def render_result(self, result: dict[str, Any]) -> str:
-        return _resolve(self.render)(result)
-
-    def report_section(self, entries: list[dict[str, Any]], stem: Path) -> Section:
-        assert self.section is not None
-        return _resolve(self.section)(entries, stem)
 
 
 TASKS: dict[str, Task] = {}
@@ -77,8 +66,3 @@ def ints(text: str) -> list[int]:
         return [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise DlmError(f"'{text}' is not a comma-separated list of integers") from None
-
-
-def _resolve(ref: str) -> Callable[..., Any]:
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
