@@ -36,6 +36,7 @@ sample_texts = lazy("dlmkit.generate.text:sample_texts")
 sample_seq2seq = lazy("dlmkit.generate.seq2seq:sample_seq2seq")
 distill_dlm_one = lazy("dlmkit.recipes.dlm_one:distill_dlm_one")
 distill_tcs = lazy("dlmkit.recipes.tcs:distill_tcs")
+distill_sdtt = lazy("dlmkit.recipes.sdtt:distill_sdtt")
 convert = lazy("dlmkit.hub.released:convert")
 plot_runs = lazy("dlmkit.engine.curves:plot_runs")
 run_quickstart = lazy("dlmkit.quickstart:run_quickstart")
@@ -137,7 +138,8 @@ def _sample_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("model", help="checkpoint or run folder")
     s.add_argument("--n", type=number(POSITIVE), default=4, help="number of samples")
     s.add_argument("--length", type=number(POSITIVE), default=None, help="tokens per sample (default: the model's context)")
-    s.add_argument("--steps", type=number(POSITIVE), default=128, help="diffusion steps (ignored by AR models)")
+    s.add_argument("--steps", type=number(POSITIVE), default=None,
+                   help="diffusion steps (ignored by AR models; default: the model's recommended_steps, else 128)")
     s.add_argument("--sampler", default=None, help="sampler name (kind-specific)")
     s.add_argument("--prefix", default=None, help="text held fixed at the start")
     s.add_argument("--suffix", default=None, help="text held fixed at the end")
@@ -174,7 +176,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     options = {k: v for k, v in (("sampler", args.sampler), ("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
     if args.src_file:
         result = sample_seq2seq(
-            args.model, args.src_file, steps=args.steps, candidates=args.candidates, mbr=args.mbr, seed=args.seed or 0,
+            args.model, args.src_file, steps=args.steps or 128, candidates=args.candidates, mbr=args.mbr, seed=args.seed or 0,
             batch_size=args.batch_size, device=args.device, options=options, out=args.out,
         )
 
@@ -294,6 +296,45 @@ register(Command(("distill", "dlm-one"), "DLM-One: distil a diffuseq teacher int
                  _dlm_one_options, cmd_distill_dlm_one))
 register(Command(("distill", "tcs"), "target concrete score distillation of an AR teacher (mdlm or sedd_absorb student)",
                  _tcs_options, cmd_distill_tcs))
+
+
+def _sdtt_options(sd: argparse.ArgumentParser) -> None:
+    sd.add_argument("teacher", nargs="?", default=None, help="mdlm run or checkpoint, or a released MDLM folder (not with --resume)")
+    sd.add_argument("items", nargs="*", metavar="KEY=VALUE", help="config overrides (e.g. train.batch_size=16 train.ema=0.999)")
+    sd.add_argument("--out", default=None, help="run folder (students in OUT/students/round_R)")
+    sd.add_argument("--rounds", type=number(POSITIVE), default=None, help="rounds, each halving the steps (default 3)")
+    sd.add_argument("--start-steps", type=number(POSITIVE), default=None, help="the teacher's sampling steps in round 1 (default 64)")
+    sd.add_argument("--round-steps", type=number(POSITIVE), default=None, help="training steps per round (default 1000)")
+    sd.add_argument("--divergence", choices=("kl", "rkl", "mse", "tvd"), default=None, help="student-target divergence (default kl)")
+    sd.add_argument("--data", nargs="+", default=None, help="training text (default: a dlmkit teacher run's)")
+    sd.add_argument("--resume", metavar="RUN", default=None, help="continue this distillation run exactly")
+    sd.add_argument("--no-progress", action="store_true")
+
+
+def cmd_distill_sdtt(args: argparse.Namespace) -> None:
+    items = list(args.items)
+    if args.teacher and "=" in args.teacher:  # `--resume RUN key=value`: no teacher, only overrides
+        items.insert(0, args.teacher)
+        args.teacher = None
+    if args.resume and args.teacher:
+        raise DlmError("with --resume, give no TEACHER (the run's own is used)")
+    if args.out and not args.resume:
+        check_output(args.out, "--out", folder=True)
+    result = distill_sdtt(args.teacher, args.out, rounds=args.rounds, start_steps=args.start_steps, round_steps=args.round_steps,
+                          divergence=args.divergence, data=args.data, overrides=items, resume=args.resume,
+                          progress=not args.no_progress)
+
+    def human() -> None:
+        for r in result["rounds"]:
+            loss = f"{r['loss']:.4f}" if r["loss"] is not None else "n/a"
+            print(f"round {r['round']}: {r['teacher_steps']} -> {r['student_steps']} steps, loss {loss}, student {r['student']}")
+        print(f"SDTT student ({result['divergence']}): {result['student']}, recommended steps {result['recommended_steps']}")
+
+    _emit(args, result, human)
+
+
+register(Command(("distill", "sdtt"), "self-distillation through time: an mdlm student takes in k steps its teacher's 2k, in rounds",
+                 _sdtt_options, cmd_distill_sdtt))
 
 
 # ---- convert ------------------------------------------------------------------------------

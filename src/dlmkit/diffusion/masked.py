@@ -70,9 +70,12 @@ def ancestral_probs(
     """MDLM's step q(x_s^i | x_t, x0 ~ p_theta), s < t, per position [B, L, V].
 
     A clean token stays; a masked one unmasks with probability (alpha_s - alpha_t)/(1 - alpha_t) to a
-    value drawn from p_theta(x0^i | x_t), and otherwise stays masked.
+    value drawn from p_theta(x0^i | x_t), and otherwise stays masked. The alphas may be per-row
+    tensors [B, 1] (rows at different times).
     """
     move = (alpha_s - alpha_t) / (1.0 - alpha_t)
+    if torch.is_tensor(move):  # one step per row: alphas [B, 1]
+        move = move.to(log_p_x0.dtype).unsqueeze(-1)
     stay_mask = F.one_hot(torch.tensor(mask_id, device=x_t.device), log_p_x0.shape[-1]).to(log_p_x0.dtype)
     masked_row = move * log_p_x0.exp() + (1.0 - move) * stay_mask
     keep = F.one_hot(x_t, log_p_x0.shape[-1]).to(log_p_x0.dtype)

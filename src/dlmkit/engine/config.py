@@ -135,11 +135,24 @@ class TCSConfig:
 
 
 @dataclass
+class SDTTConfig:
+    """Self-distillation through time of an mdlm model (see dlmkit.recipes.sdtt)."""
+
+    rounds: int = 3  # each round halves the sampling steps
+    start_steps: int = 64  # the teacher's steps in the first round
+    round_steps: int = 1000  # training steps per round (train.steps = rounds x round_steps)
+    divergence: str = "kl"  # kl | rkl | mse | tvd (dlmkit.diffusion.sdtt)
+    target: str = "law"  # law (the exact two-step law) | reference (the released code's target)
+    refresh: str = "raw"  # raw | ema: the next round's teacher is the student's raw weights, or its EMA (then the student's too)
+
+
+@dataclass
 class DistillConfig:
     """Distillation runs: the teacher and each distiller's options."""
 
     teacher: Union[str, None] = None  # dlmkit AR run/checkpoint, HF causal-LM folder, .gguf, or smollm2
     tcs: TCSConfig = field(default_factory=TCSConfig)
+    sdtt: SDTTConfig = field(default_factory=SDTTConfig)
 
 
 @dataclass

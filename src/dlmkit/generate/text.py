@@ -16,7 +16,7 @@ def sample_texts(
     *,
     n: int = 4,
     length: int | None = None,
-    steps: int = 128,
+    steps: int | None = None,
     seed: int = 0,
     prefix: str | None = None,
     suffix: str | None = None,
@@ -27,14 +27,17 @@ def sample_texts(
 ) -> dict[str, Any]:
     """Draw ``n`` samples from a model or run folder and decode them.
 
-    Returns ``texts``, ``token_ids``, ``nfe`` (network calls per batch), ``seconds`` and the
-    settings used.
+    ``steps``: by default the ``recommended_steps`` a distilled model records in its config
+    (e.g. an SDTT student's), else 128. Returns ``texts``, ``token_ids``, ``nfe`` (network calls
+    per batch), ``seconds`` and the settings used.
     """
     if n < 1:
         raise DlmError("--n must be at least 1")
     dev = resolve_device(device)
     model, tokenizer = load_model(model_path, dev)
     length = length or model.seq_len
+    config = getattr(model, "config", None)
+    steps = steps or (config.get("recommended_steps") if isinstance(config, dict) else None) or 128
     if length > model.seq_len:
         raise DlmError(f"a sample of {length} tokens is longer than the model's context ({model.seq_len})")
     options = dict(options or {})
