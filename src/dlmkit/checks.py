@@ -53,6 +53,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "data.valid_fraction": DECAY, "data.max_src_len": NON_NEGATIVE, "data.max_trg_len": NON_NEGATIVE,
     "diffusion.eps": Range(0, 1, lo_open=True, hi_open=True), "diffusion.sigma_min": POSITIVE_REAL,
     "diffusion.sigma_max": POSITIVE_REAL, "diffusion.clean_fraction": DECAY,
+    "diffusion.block_size": POSITIVE, "diffusion.clip_min": UNIT_OPEN_LOW, "diffusion.clip_max": UNIT_OPEN_LOW,
     "diffusion.continuous.emb_dim": POSITIVE, "diffusion.continuous.timesteps": Range(2),
     "diffusion.continuous.x0_std": NON_NEGATIVE, "diffusion.continuous.anchor_weight": NON_NEGATIVE,
     "diffusion.continuous.emb_init_std": POSITIVE_REAL, "diffusion.continuous.eta": NON_NEGATIVE,
