@@ -8,7 +8,7 @@ from toy import Toy
 
 
 def block_denoiser(toy: Toy, block_size: int):
-    """``fn(x [S, end])``: exact SUBS log p(x0 | x) of the last ``block_size`` positions, the earlier ones clean."""
+    """``fn(x [S, end])``: exact SUBS log p(x0 | x) of the last (maybe short) block, the earlier blocks clean."""
     data_states, probs = toy.states[toy.data > 0], toy.data[toy.data > 0]
 
     def fn(x: torch.Tensor) -> torch.Tensor:
@@ -16,7 +16,8 @@ def block_denoiser(toy: Toy, block_size: int):
         known = x != toy.mask_id
         match = ((data_states[None, :, :end] == x[:, None, :]) | ~known[:, None, :]).all(-1)  # [S, N]
         w = match.double() * probs[None]
-        onehot = F.one_hot(data_states[:, end - block_size : end], toy.vocab).double()
+        start = (end - 1) // block_size * block_size
+        onehot = F.one_hot(data_states[:, start:end], toy.vocab).double()
         return (torch.einsum("sn,nbv->sbv", w, onehot) / w.sum(-1)[:, None, None]).log()
     return fn
 
@@ -28,7 +29,7 @@ def block_nll_fn(toy: Toy, block_size: int):
     def nll_fn(x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(x0.shape, dtype=torch.float64)
         for start in range(0, x0.shape[1], block_size):
-            end = start + block_size
+            end = min(start + block_size, x0.shape[1])
             log_p = fn(torch.cat([x0[:, :start], x_t[:, start:end]], dim=1))
             nll = -log_p.gather(-1, x0[:, start:end, None]).squeeze(-1)
             out[:, start:end] = torch.where(x_t[:, start:end] == toy.mask_id, nll, 0.0)

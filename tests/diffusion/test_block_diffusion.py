@@ -16,10 +16,11 @@ from dlmkit.errors import DlmError
 TOY = Toy(markov_chain(3, 4, seed=1), 3, 4, "absorbing", mask_id=1)
 
 
-def test_training_mask_position_by_position():
+@pytest.mark.parametrize("L", [12, 10])
+def test_training_mask_position_by_position(L):
     """[x_t ; x0]: noised i sees noised j iff same block, clean j iff block(j) < block(i); clean i sees
-    clean j iff block(j) <= block(i) and never a noised position."""
-    L, B = 12, 4
+    clean j iff block(j) <= block(i) and never a noised position (L = 10: a short last block)."""
+    B = 4
     mask = block_diffusion_mask(L, B)
     assert mask.shape == (2 * L, 2 * L) and mask.dtype == torch.bool
     for q in range(2 * L):
@@ -35,7 +36,7 @@ def test_training_mask_position_by_position():
     assert torch.equal(block_causal_mask(L, 1), torch.ones(L, L, dtype=torch.bool).tril())  # B = 1: causal
     assert block_diffusion_mask(L, L)[:L, :L].all() and not block_diffusion_mask(L, L)[:L, L:].any()  # B = L: MDLM
     with pytest.raises(DlmError, match="divide"):
-        block_diffusion_mask(10, 4)
+        block_loss(None, LogLinear(), torch.zeros(1, 10, dtype=torch.long), torch.zeros(1, 3), 4, 1, torch.Generator())
 
 
 def exact_terms(block_size):
@@ -47,7 +48,7 @@ def exact_terms(block_size):
     return terms
 
 
-@pytest.mark.parametrize("block_size", [1, 2, 4])
+@pytest.mark.parametrize("block_size", [1, 2, 3, 4])
 def test_block_bound_is_tight_with_exact_denoisers(block_size):
     """Integrated exactly over x_t (quadrature in the noise level), the bound is -log p(x0) for every sequence."""
     x0 = TOY.support()
@@ -76,14 +77,15 @@ def test_block_size_one_count_is_the_exact_ar_nll():
     assert torch.allclose(est.nll, TOY.nll(x0), atol=1e-12) and (est.stderr < 1e-12).all() and est.nfe == 3
 
 
-@pytest.mark.parametrize("estimator", ["count", "mc", "quadrature"])
+@pytest.mark.parametrize("estimator", ["count", "count-short-last-block", "mc", "quadrature"])
 def test_sampled_estimates_average_to_the_nll(estimator):
-    """The estimators with the exact denoiser, B = 2: unbiased for -log p(x0) (z < 5)."""
+    """The estimators with the exact denoiser, B = 2 (B = 3: a short last block): unbiased for -log p(x0) (z < 5)."""
     x0 = TOY.support()[::4]
     g = torch.Generator().manual_seed(0)
     nll_fn = block_nll_fn(TOY, 2)
-    if estimator == "count":
-        est = block_count_nelbo(nll_fn, 1, x0, 2, generator=g, n=400)
+    if estimator.startswith("count"):
+        b = 2 if estimator == "count" else 3
+        est = block_count_nelbo(block_nll_fn(TOY, b), 1, x0, b, generator=g, n=400)
     else:
         kw = dict(n=400) if estimator == "mc" else dict(n=8, repeats=60)
         est = nelbo(block_point(nll_fn, 1), LogLinear(1e-3), x0, generator=g, method=estimator, **kw)

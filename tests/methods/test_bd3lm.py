@@ -95,3 +95,14 @@ def test_stop_at_eos_gives_any_length():
 def test_block_size_must_divide_the_context():
     with pytest.raises(DlmError, match="block_size=5"):
         model(5)
+
+
+def test_lengths_that_are_not_a_multiple_of_the_block():
+    """Scoring and sampling allow a short last block (the harness scores context + continuation of any length)."""
+    m = model(4)
+    x0 = torch.randint(2, MASK, (2, 10), generator=torch.Generator().manual_seed(4))
+    nll, _ = m.method.nll(m.net, x0, generator=torch.Generator().manual_seed(0), n_samples=2, estimator="count",
+                          clean_mask=torch.arange(10)[None].expand(2, -1) < 5)
+    assert torch.isfinite(nll).all() and (nll > 0).all()
+    outs = [m.method.sample(m.net, 2, 10, steps=3, generator=torch.Generator().manual_seed(5), use_cache=c) for c in (True, False)]
+    assert torch.equal(outs[0].tokens, outs[1].tokens) and outs[0].tokens.shape == (2, 10)

@@ -79,3 +79,10 @@ def test_stop_id_cuts_rows_and_stops():
             k = row.index(0)
             assert all(t == 3 for t in row[k + 1 :])
         assert 1 not in row
+
+
+def test_short_last_block():
+    """B = 3 on L = 4: blocks of 3 and 1 tokens; the sampler follows its exact law."""
+    exact = block_output_distribution(block_denoiser(TOY, 3), 1, 4, SCHED, 4, 3, 2)
+    out = draw(3, 2)
+    assert out.nfe == 4 and tv(histogram(TOY, out.tokens), exact) < tv_tolerance(81, N)

@@ -40,8 +40,9 @@ def check_blocks(length: int, block_size: int) -> int:
 
 
 def block_index(length: int, block_size: int, device: torch.device | str | None = None) -> Tensor:
-    """The block of every position [L]."""
-    check_blocks(length, block_size)
+    """The block of every position [L]; a last block may be shorter (scoring and sampling allow it)."""
+    if block_size < 1:
+        raise DlmError(f"block size must be >= 1, got {block_size}")
     return torch.arange(length, device=device) // block_size
 
 
@@ -127,25 +128,26 @@ def block_count_nelbo(
     Per block with K free positions the bound is sum_{k=1}^{K} (1/k) E_{|m| = k}[sum_{i in m} -log p(x0^i
     | x0 of the block outside m, earlier blocks)] (see :func:`~dlmkit.diffusion.likelihood.masked_count_nelbo`);
     each draw takes, in every block, k from its stratum of U{1..K} and a random set of k free
-    positions, weighted K / k, and scores all blocks in one call. With B = 1 every draw is the
-    autoregressive NLL exactly (standard error 0).
+    positions, weighted K / k, and scores all blocks in one call (the last block may be shorter).
+    With B = 1 every draw is the autoregressive NLL exactly (standard error 0).
     """
     if n < 1:
         raise DlmError(f"need n >= 1, got n={n}")
     batch, length = x0.shape
-    nb = check_blocks(length, block_size)
+    blk = block_index(length, block_size, x0.device).expand(batch, -1)
     free = torch.ones_like(x0, dtype=torch.bool) if clean_mask is None else ~clean_mask
-    k_free = free.view(batch, nb, block_size).sum(-1)  # [B, nb]
-    if (k_free.sum(-1) == 0).any():
+    if (free.sum(-1) == 0).any():
         raise DlmError("every sequence needs at least one position to score")
+    n_blocks = (length + block_size - 1) // block_size
+    k_free = torch.zeros(batch, n_blocks, dtype=torch.long, device=x0.device).scatter_add_(1, blk, free.long())
     draws = []
     for j in range(n):
-        v = (j + torch.rand(batch, nb, generator=generator, dtype=torch.float64, device=x0.device)) / n
-        k = (v * k_free).floor().long().clamp(max=(k_free - 1).clamp(min=0)) + 1  # [B, nb]; unused where K = 0
+        v = (j + torch.rand(batch, n_blocks, generator=generator, dtype=torch.float64, device=x0.device)) / n
+        k = ((v * k_free).floor().long().clamp(max=(k_free - 1).clamp(min=0)) + 1).gather(1, blk)  # per position
         keys = torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device).masked_fill(~free, 2.0)
-        rank = keys.view(batch, nb, block_size).argsort(-1).argsort(-1)
-        masked = (rank < k[..., None]).view(batch, length) & free
-        weight = (k_free / k).repeat_interleave(block_size, dim=1)
+        rank = (blk * 3 + keys).argsort(-1).argsort(-1) - blk * block_size  # rank within the block
+        masked = (rank < k) & free
+        weight = k_free.gather(1, blk) / k
         nll = nll_fn(torch.where(masked, mask_id, x0), x0).double()
         draws.append((weight * nll).sum(-1))
     draws = torch.stack(draws)

@@ -58,7 +58,7 @@ class CachedBlocks:
         self.cache = net.new_cache(batch)
 
     def __call__(self, x: Tensor) -> Tensor:
-        done, cached = x.shape[1] - self.block_size, self.cache.length
+        done, cached = (x.shape[1] - 1) // self.block_size * self.block_size, self.cache.length
         if done > cached:
             mask = block_causal_mask(done, self.block_size, x.device)[cached:done]
             self.net(x[:, cached:done], cache=self.cache, attn_mask=None if done - cached == self.block_size else mask)
@@ -129,8 +129,9 @@ class BlockDiffusion(Method):
             return CachedBlocks(net, batch, self.block_size, self.mask_id)
 
         def uncached(x: Tensor) -> Tensor:
-            logits = net(x, attn_mask=block_causal_mask(x.shape[1], self.block_size, x.device))[:, -self.block_size:]
-            return subs_log_probs(logits, x[:, -self.block_size:], self.mask_id)
+            done = (x.shape[1] - 1) // self.block_size * self.block_size
+            logits = net(x, attn_mask=block_causal_mask(x.shape[1], self.block_size, x.device))[:, done:]
+            return subs_log_probs(logits, x[:, done:], self.mask_id)
         return uncached
 
     @torch.no_grad()

@@ -1,8 +1,9 @@
 """Block diffusion sampling: blocks left to right, a registered masked kernel within each block.
 
-The denoiser is a :data:`BlockDenoiseFn`: given ``x`` [B, end] whose last ``block_size`` positions are
-the block being sampled and whose earlier positions are finished (clean) blocks, it returns SUBS
-log p(x0 | x) for the block, [B, block_size, V]. The sampler only ever extends the finished part,
+The denoiser is a :data:`BlockDenoiseFn`: given ``x`` [B, end] whose positions from the last block
+start ((end - 1) // block_size * block_size) on are the block being sampled and whose earlier
+positions are finished (clean) blocks, it returns SUBS log p(x0 | x) for the block, [B, n, V]. A
+last block may be shorter than ``block_size``. The sampler only ever extends the finished part,
 so a denoiser may cache it exactly (the method's KV cache does); this loop never knows. Within a
 block the steps are the masked sampler's (:mod:`dlmkit.sampling.masked_kernels`) from all-mask to
 clean; ``cache=True`` reuses the last output while the block did not change (exact for a time-free
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor
 
-from dlmkit.diffusion.block import check_blocks
 from dlmkit.diffusion.schedules import NoiseSchedule
+from dlmkit.errors import DlmError
 from dlmkit.sampling.discrete import SampleResult, _push, _start, all_sequences
 from dlmkit.sampling.masked_kernels import get_masked_kernel
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from dlmkit.sampling.conditioning import Condition
 
 BlockDenoiseFn = Callable[[Tensor], Tensor]
-"""x [B, end] (finished blocks, then the current block) -> log p(x0 | x) of the current block [B, block_size, V]."""
+"""x [B, end] (finished blocks, then the current block) -> log p(x0 | x) of the current block [B, n, V]."""
 
 
 def sample_blocks(
@@ -43,7 +44,8 @@ def sample_blocks(
     and every position after a row's first generated ``stop_id`` becomes ``fill_id``, so outputs
     have any length up to ``length``. A block whose positions are all held costs no call.
     """
-    n_blocks = check_blocks(length, block_size)
+    if block_size < 1:
+        raise DlmError(f"block size must be >= 1, got {block_size}")
     step_kernel = get_masked_kernel(kernel, mask_id, temperature=temperature, top_p=top_p)
     plan = step_kernel.plan(schedule, steps)
     if condition is not None:
@@ -54,8 +56,8 @@ def sample_blocks(
     if condition is not None:
         x, held = condition.apply(x), condition.mask(length).to(device)
     nfe = 0
-    for b in range(n_blocks):
-        start, end = b * block_size, (b + 1) * block_size
+    for start in range(0, length, block_size):
+        end = min(start + block_size, length)
         last_x, log_p = None, None
         for step in plan:
             block = x[:, start:end]
@@ -90,13 +92,12 @@ def block_output_distribution(
     top_p: float = 1.0,
 ) -> Tensor:
     """Exact distribution [V^L] of :func:`sample_blocks`' output (no stop), by enumerating all sequences."""
-    n_blocks = check_blocks(length, block_size)
     step_kernel = get_masked_kernel(kernel, mask_id, temperature=temperature, top_p=top_p)
     states = all_sequences(vocab_size, length)
     dist = _start(states, (states == mask_id).all(-1).double(), vocab_size, condition)
     keep = torch.nn.functional.one_hot(states, vocab_size).double()
-    for b in range(n_blocks):
-        start, end = b * block_size, (b + 1) * block_size
+    for start in range(0, length, block_size):
+        end = min(start + block_size, length)
         for step in step_kernel.plan(schedule, steps):
             probs = keep.clone()
             probs[:, start:end] = step_kernel.probs(denoise_fn(states[:, :end]), states[:, start:end], step)
