@@ -73,6 +73,8 @@ class BlockDiffusion(Method):
     kind = "bd3lm"
     time_conditioned = False
     extra_options = ("sampler", "temperature", "top_p", "use_cache", "stop_at_eos")
+    instead = {"denoiser": "bd3lm has no one-pass denoiser of a whole sequence: its blocks are denoised left to right "
+                           "(score with nll, generate with sample)"}
 
     def __init__(self, vocab_size: int, specials: Any, options: dict[str, Any] | None = None):
         super().__init__(vocab_size, specials, options)
