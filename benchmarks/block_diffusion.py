@@ -13,7 +13,11 @@ the diffusion bounds with the ``count`` estimator, the noise level integrated ex
 KV cache against without it, and AR with its KV cache, batch 1, one thread; medians of
 interleaved repeats, reported as ratios.
 
-Writes ``benchmarks/results/block_diffusion_{bound,latency}.json``. Run with
+``--part clip``: the data-driven clipped schedule: for the unclipped B = 4 and B = 16 runs, the
+variance of the per-token training loss under each mask-rate interval of a grid (``--draws``
+draws on ``--eval-blocks`` held-out blocks); the paper trains with the lowest.
+
+Writes ``benchmarks/results/block_diffusion_{bound,latency,clip}.json``. Run with
 ``OMP_NUM_THREADS=1 nice -n 5 python benchmarks/block_diffusion.py --part ...``.
 """
 
@@ -34,14 +38,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from discrete_lm import split_corpus  # noqa: E402
 
-from dlmkit.data.corpus import iter_documents  # noqa: E402
+from dlmkit.data.blocks import PackedBlocks  # noqa: E402
+from dlmkit.data.corpus import iter_documents, tokenize_corpus  # noqa: E402
 from dlmkit.data.tokenizer import build_tokenizer  # noqa: E402
 from dlmkit.engine.config import load_config  # noqa: E402
 from dlmkit.eval.tasks.latency import random_model, timed  # noqa: E402
 from dlmkit.eval.tasks.perplexity import perplexity_table  # noqa: E402
 from dlmkit.generate import Unconditional, generate  # noqa: E402
+from dlmkit.hub.load import load as load_model  # noqa: E402
 from dlmkit.io import write_json  # noqa: E402
 from dlmkit.recipes.pretrain import train  # noqa: E402
+from dlmkit.runtime import default_cache_dir  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTING = ["tokenizer.vocab_size=260", "model.seq_len=64", "model.d_model=128", "model.d_cond=64", "train.batch_size=32"]
@@ -118,9 +125,27 @@ def latency_part(args: argparse.Namespace) -> dict:
             "cached_vs_ar": med["bd3lm_cached"] / med["ar_kv_cache"]}
 
 
+CLIP_GRID = [(1e-3, 1.0), (0.1, 0.9), (0.3, 0.8), (0.45, 0.95), (0.5, 1.0), (0.7, 1.0)]
+
+
+def clip_part(args: argparse.Namespace) -> dict:
+    """The data-driven clipped schedule: the variance of the training loss per interval for the
+    unclipped B = 4 and B = 16 runs of ``--part bound``, on ``--eval-blocks`` held-out blocks."""
+    torch.set_num_threads(1)
+    held_dir = args.runs / "data" / "heldout"
+    out = {}
+    for name in ("bd3lm_b4", "bd3lm_b16"):
+        model, tokenizer = load_model(str(args.runs / name))
+        blocks = PackedBlocks(tokenize_corpus(str(held_dir), tokenizer, default_cache_dir()), model.seq_len, valid_fraction=0.0)
+        x0 = blocks.batch(blocks.train[: args.eval_blocks])
+        var = model.method.clip_variances(model.net, x0, torch.Generator().manual_seed(0), CLIP_GRID, draws=args.draws)
+        out[name] = {f"{lo}-{hi}": v for (lo, hi), v in var.items()}
+    return {"grid": CLIP_GRID, "draws": args.draws, "eval_blocks": args.eval_blocks, "variance_of_loss_per_token": out}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("bound", "latency"), required=True)
+    p.add_argument("--part", choices=("bound", "latency", "clip"), required=True)
     p.add_argument("--data", type=Path, default=Path("/work/shared/data/lm"))
     p.add_argument("--runs", type=Path, default=Path("runs/block_diffusion"))
     p.add_argument("--steps", type=int, default=200)
@@ -131,10 +156,11 @@ def main() -> None:
     p.add_argument("--block", type=int, default=16)
     p.add_argument("--steps-per-block", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--draws", type=int, default=16)
     p.add_argument("--models", nargs="*", choices=list(MODELS), help="train and score only these (the others' rows are kept)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    result = bound_part(args) if args.part == "bound" else latency_part(args)
+    result = {"bound": bound_part, "latency": latency_part, "clip": clip_part}[args.part](args)
     out = args.out or RESULTS / f"block_diffusion_{args.part}.json"
     write_json(out, result)
     print(out)

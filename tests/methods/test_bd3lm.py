@@ -106,3 +106,11 @@ def test_lengths_that_are_not_a_multiple_of_the_block():
     assert torch.isfinite(nll).all() and (nll > 0).all()
     outs = [m.method.sample(m.net, 2, 10, steps=3, generator=torch.Generator().manual_seed(5), use_cache=c) for c in (True, False)]
     assert torch.equal(outs[0].tokens, outs[1].tokens) and outs[0].tokens.shape == (2, 10)
+
+
+def test_clip_variances_rank_the_always_masked_schedule_first_at_block_size_one():
+    """B = 1 clipped to always-masked is the AR loss: no randomness left, so its variance is ~0, far below the full range's."""
+    m = model(1)
+    x0 = torch.randint(2, MASK, (4, 16), generator=torch.Generator().manual_seed(6))
+    var = m.method.clip_variances(m.net, x0, torch.Generator().manual_seed(0), [(1e-3, 1.0), (0.999, 1.0)], draws=6)
+    assert var[(0.999, 1.0)] < 1e-3 * var[(1e-3, 1.0)]

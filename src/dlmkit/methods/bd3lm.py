@@ -112,6 +112,21 @@ class BlockDiffusion(Method):
         return per_seq.mean() / x0.shape[1], {}
 
     @torch.no_grad()
+    def clip_variances(self, net: nn.Module, x0: Tensor, generator: torch.Generator, intervals: list[tuple[float, float]],
+                       draws: int = 8) -> dict[tuple[float, float], float]:
+        """The paper's data-driven choice of the clipped schedule: for each mask-rate interval, the
+        variance over ``draws`` independent draws of the per-token training loss on ``x0`` (train with
+        the lowest; only the unclipped interval's mean is the NELBO)."""
+        n_blocks = check_blocks(x0.shape[1], self.block_size)
+        out = {}
+        for lo, hi in intervals:
+            losses = [block_loss(self.block_nll(net), self.schedule, x0,
+                                 block_times(x0.shape[0], n_blocks, generator, antithetic=False, lo=lo, hi=hi),
+                                 self.block_size, self.mask_id, generator).mean() / x0.shape[1] for _ in range(draws)]
+            out[(lo, hi)] = float(torch.stack(losses).double().var())
+        return out
+
+    @torch.no_grad()
     def nll(self, net, x0, *, generator, n_samples=1, clean_mask=None, estimator="mc") -> tuple[Tensor, Tensor]:
         """The block NELBO by ``mc``, ``quadrature`` (the blocks share each noise level) or ``count``
         (the level integrated exactly per block; with block size 1 the exact AR NLL)."""
