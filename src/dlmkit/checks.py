@@ -100,6 +100,10 @@ def check_config(cfg: Any) -> None:
         raise DlmError(f"train.micro_batch={t.micro_batch} exceeds train.batch_size={t.batch_size}")
     if d.sigma_max <= d.sigma_min:
         raise DlmError(f"diffusion.sigma_max={d.sigma_max} must exceed diffusion.sigma_min={d.sigma_min}")
+    if d.clip_max <= d.clip_min:
+        raise DlmError(f"diffusion.clip_max={d.clip_max} must exceed diffusion.clip_min={d.clip_min}")
+    if m.kind == "bd3lm" and m.seq_len % d.block_size:
+        raise DlmError(f"diffusion.block_size={d.block_size} must divide model.seq_len={m.seq_len}")
 
 
 # ---- command-line options -----------------------------------------------------------------------

@@ -38,3 +38,13 @@ def test_bd3lm_through_every_command(text_corpus, gpt2_judge, webtext, ar_run, t
     lat = run_json(capsys, "bench", "latency", "bd3lm", "--random-init", "tiny", "--steps", "2", "--lengths", "32", "--batch", "1",
                    "--repeats", "1")
     assert any(r.get("nfe") for r in lat["latency"]["rows"])
+
+
+def test_bad_block_settings_fail_before_any_work(text_corpus, tmp_path, capsys):
+    for bad, words in ((["diffusion.block_size=5"], "must divide model.seq_len=32"),
+                       (["diffusion.clip_min=0.8", "diffusion.clip_max=0.3"], "must exceed diffusion.clip_min")):
+        code = main(["train", "tiny", "model.kind=bd3lm", "model.seq_len=32", *bad, f"data.train={text_corpus}",
+                     f"out_dir={tmp_path / 'run'}", "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("error: ") and words in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "run").exists()
