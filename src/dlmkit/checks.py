@@ -53,6 +53,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "data.valid_fraction": DECAY, "data.max_src_len": NON_NEGATIVE, "data.max_trg_len": NON_NEGATIVE,
     "diffusion.eps": Range(0, 1, lo_open=True, hi_open=True), "diffusion.sigma_min": POSITIVE_REAL,
     "diffusion.sigma_max": POSITIVE_REAL, "diffusion.clean_fraction": DECAY,
+    "diffusion.block_size": POSITIVE, "diffusion.clip_min": UNIT_OPEN_LOW, "diffusion.clip_max": UNIT_OPEN_LOW,
     "diffusion.continuous.emb_dim": POSITIVE, "diffusion.continuous.timesteps": Range(2),
     "diffusion.continuous.x0_std": NON_NEGATIVE, "diffusion.continuous.anchor_weight": NON_NEGATIVE,
     "diffusion.continuous.emb_init_std": POSITIVE_REAL, "diffusion.continuous.eta": NON_NEGATIVE,
@@ -99,6 +100,10 @@ def check_config(cfg: Any) -> None:
         raise DlmError(f"train.micro_batch={t.micro_batch} exceeds train.batch_size={t.batch_size}")
     if d.sigma_max <= d.sigma_min:
         raise DlmError(f"diffusion.sigma_max={d.sigma_max} must exceed diffusion.sigma_min={d.sigma_min}")
+    if d.clip_max <= d.clip_min:
+        raise DlmError(f"diffusion.clip_max={d.clip_max} must exceed diffusion.clip_min={d.clip_min}")
+    if m.kind == "bd3lm" and m.seq_len % d.block_size:
+        raise DlmError(f"diffusion.block_size={d.block_size} must divide model.seq_len={m.seq_len}")
 
 
 # ---- command-line options -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ DECLARED = {  # kind: (likelihood, denoiser, trainable, prompts)
     "sedd_uniform": (True, True, True, {UNCONDITIONAL, PREFIX, SPANS}),
     "diffuseq": (False, False, True, {SOURCE_ROWS}),
     "dlm_one": (False, False, False, {SOURCE_ROWS}),
+    "bd3lm": (True, False, True, {UNCONDITIONAL, PREFIX, SPANS}),
 }
 
 
@@ -38,6 +39,7 @@ def test_every_kind_is_declared():
 @pytest.mark.parametrize("kind,capability,message", [
     ("diffuseq", "likelihood", "diffuseq has no likelihood"), ("dlm_one", "likelihood", "no likelihood"),
     ("dlm_one", "training", "trained by distillation"), ("ar", "denoiser", "ar has no denoiser"),
+    ("bd3lm", "denoiser", "left to right"),
 ])
 def test_missing_capability_is_the_kinds_error(kind, capability, message):
     method = get_method_class(kind)(8, SPECIALS, {})

@@ -89,6 +89,9 @@ class DiffusionConfig:
     t_sampling: str = "antithetic"  # uniform | antithetic
     sampler: str = ""  # "" picks the kind's default sampler
     clean_fraction: float = 0.0  # uniform kind: share of positions kept clean in training
+    block_size: int = 16  # bd3lm: tokens per block (must divide model.seq_len; 1 = AR, seq_len = MDLM)
+    clip_min: float = 1e-3  # bd3lm: training mask rates drawn in [clip_min, clip_max] (narrower: the clipped schedule)
+    clip_max: float = 1.0
     continuous: ContinuousConfig = field(default_factory=ContinuousConfig)  # diffuseq (nested: reaches the kind's options)
 
 

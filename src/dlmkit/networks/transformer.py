@@ -80,11 +80,12 @@ class Rotary(nn.Module):
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
-        """Rotate ``x`` of shape [B, H, L, D] for positions start..start+L-1."""
+    def forward(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
+        """Rotate ``x`` of shape [B, H, L, D] for positions start..start+L-1 (or ``positions`` [L])."""
         n = x.shape[-2]
-        cos = self.cos[start : start + n].to(x.dtype)
-        sin = self.sin[start : start + n].to(x.dtype)
+        where = slice(start, start + n) if positions is None else positions
+        cos = self.cos[where].to(x.dtype)
+        sin = self.sin[where].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
@@ -115,11 +116,12 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x: Tensor, rotary: Rotary, cache: KVCache | None, layer: int, attn_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, rotary: Rotary, cache: KVCache | None, layer: int, attn_mask: Tensor | None,
+                positions: Tensor | None = None) -> Tensor:
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         start = cache.length if cache is not None else 0
-        q, k = rotary(q, start), rotary(k, start)
+        q, k = rotary(q, start, positions), rotary(k, start, positions)
         is_causal = self.causal and start == 0 and attn_mask is None
         mask = attn_mask
         if cache is not None:
@@ -127,8 +129,8 @@ class Attention(nn.Module):
             cache.v[layer, :, :, start : start + n] = v
             k = cache.k[layer, :, :, : start + n]
             v = cache.v[layer, :, :, : start + n]
-            if start > 0 and n > 1:
-                # queries at start+i see keys up to start+i
+            if self.causal and start > 0 and n > 1:
+                # queries at start+i see keys up to start+i (a bidirectional model's see them all)
                 mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(diagonal=start)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
@@ -151,12 +153,13 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.adaLN = nn.Linear(cfg.d_cond, 6 * d) if cfg.time_conditioned else None
 
-    def forward(self, x: Tensor, c: Tensor | None, rotary: Rotary, cache: KVCache | None, layer: int, attn_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor | None, rotary: Rotary, cache: KVCache | None, layer: int, attn_mask: Tensor | None,
+                positions: Tensor | None = None) -> Tensor:
         if self.adaLN is None:
-            x = x + self.drop(self.attn(self.norm1(x), rotary, cache, layer, attn_mask))
+            x = x + self.drop(self.attn(self.norm1(x), rotary, cache, layer, attn_mask, positions))
             return x + self.drop(self.mlp(self.norm2(x)))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary, cache, layer, attn_mask))
+        x = x + gate1 * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary, cache, layer, attn_mask, positions))
         return x + gate2 * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
@@ -212,13 +215,16 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         attn_mask: Tensor | None = None,
         flags: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor:
         """Run the network.
 
         ids [B, L] or embeds [B, L, in_dim or d_model]; cond [B] the noise level (required when
         time-conditioned); cache: a :class:`KVCache` (causal models) that is read and extended;
         attn_mask: optional boolean [L, L] or [B, 1, L, L] mask (True = may attend); flags: int
-        [B, L] per-position flags when the network has ``n_flags`` (default all 0).
+        [B, L] per-position flags when the network has ``n_flags`` (default all 0); positions: int [L]
+        rotary positions of the inputs (default consecutive after the cache; two copies of a
+        sequence side by side repeat them, as block diffusion's training input does).
         Returns [B, L, out_dim] features (vocabulary logits by default), in float32.
         """
         x = self.embed(ids) if embeds is None else (self.in_proj(embeds) if self.in_proj is not None else embeds)
@@ -226,8 +232,9 @@ class Transformer(nn.Module):
             x = x + self.flag_embed(flags if flags is not None else torch.zeros(x.shape[:2], dtype=torch.long, device=x.device))
         n = x.shape[1]
         start = cache.length if cache is not None else 0
-        if start + n > self.cfg.seq_len:
-            raise ValueError(f"sequence of {start + n} tokens is longer than the model's context ({self.cfg.seq_len})")
+        end = start + n if positions is None else int(positions.max()) + 1
+        if end > self.cfg.seq_len:
+            raise ValueError(f"sequence of {end} tokens is longer than the model's context ({self.cfg.seq_len})")
         c = None
         if self.time is not None:
             if self.cfg.fixed_cond is not None:
@@ -236,7 +243,7 @@ class Transformer(nn.Module):
                 raise ValueError("this model is conditioned on a noise level: pass cond")
             c = F.silu(self.time(cond.to(x.device).reshape(-1).expand(x.shape[0])))
         for i, block in enumerate(self.blocks):
-            x = block(x, c, self.rotary, cache, i, attn_mask)
+            x = block(x, c, self.rotary, cache, i, attn_mask, positions)
         if cache is not None:
             cache.length += n
         x = self.norm(x)

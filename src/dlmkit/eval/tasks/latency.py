@@ -63,7 +63,7 @@ def random_model(kind: str, preset: str, seq_len: int, device: torch.device) -> 
 
 def _cached_masked(model: Any, sampler: str | None) -> bool:
     """Whether ``model`` samples with the cached masked sampler (explicitly or by its kind's default)."""
-    if model.kind not in ("mdlm", "mdlm_sigma"):
+    if model.kind not in ("mdlm", "mdlm_sigma", "bd3lm"):
         return False
     default = "ancestral" if model.kind == "mdlm_sigma" else "cached"
     return (sampler or model.method.options.get("sampler") or default) == "cached"

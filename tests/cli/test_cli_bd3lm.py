@@ -1,0 +1,50 @@
+"""Every `dlm` command takes the bd3lm kind: train, sample, eval ppl/gen/mauve/harness, bench latency."""
+
+import json
+
+from dlmkit.cli import main
+
+
+def run_json(capsys, *argv):
+    code = main([*argv, "--json"] + ([] if argv[0] == "sample" else ["--no-progress"]))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_bd3lm_through_every_command(text_corpus, gpt2_judge, webtext, ar_run, tmp_path, capsys):
+    from fixtures_eval_runs import TINY
+
+    run = tmp_path / "bd3lm"
+    res = run_json(capsys, "train", "tiny", *TINY, "model.kind=bd3lm", "diffusion.block_size=8", "diffusion.clip_min=0.3",
+                   "diffusion.clip_max=0.8", "train.steps=4", f"data.train={text_corpus}", f"out_dir={run}")
+    assert res["steps"] == 4
+    model = str(run)
+    s = run_json(capsys, "sample", model, "--n", "3", "--length", "20", "--steps", "4", "--prefix", "The", "--infill", "10:and")
+    assert len(s["token_ids"]) == 3 and all(len(ids) == 20 for ids in s["token_ids"])
+    for est in ("mc", "quadrature"):
+        row = run_json(capsys, "eval", "ppl", model, "--data", str(text_corpus), "--max-sequences", "4", "--n-samples", "2",
+                       "--estimator", est)["ppl"][0]
+        assert row["kind"] == "bd3lm" and row["bound"] and row["estimator"] == est and row["ppl_seq_mean"] >= row["ppl"] - 1e-9
+    gen = run_json(capsys, "eval", "gen", model, "--judge", str(gpt2_judge), "--n", "2", "--steps", "2", "--length", "16")
+    assert gen["gen"][0]["length"] == 16
+    mv = run_json(capsys, "eval", "mauve", model, "--prompts", str(webtext), "--prompt-tokens", "6", "--continuation-tokens", "6",
+                  "--n", "8", "--seeds", "0", "--judge", str(gpt2_judge), "--num-buckets", "2", "--kmeans-num-redo", "1", "--steps", "2")
+    assert 0 < mv["mauve"]["mauve"] <= 1
+    h = run_json(capsys, "eval", "harness", model, "--tasks", "dlm_cloze,dlm_choice", "--limit", "2", "--n-samples", "2")
+    assert set(h["harness"]["results"]) == {"dlm_cloze", "dlm_choice"}
+    lat = run_json(capsys, "bench", "latency", model, "--ar", str(ar_run), "--steps", "1,2", "--lengths", "16", "--batch", "1", "--repeats", "1")
+    assert len(lat["latency"]["rows"]) == 3
+    lat = run_json(capsys, "bench", "latency", "bd3lm", "--random-init", "tiny", "--steps", "2", "--lengths", "32", "--batch", "1",
+                   "--repeats", "1")
+    assert any(r.get("nfe") for r in lat["latency"]["rows"])
+
+
+def test_bad_block_settings_fail_before_any_work(text_corpus, tmp_path, capsys):
+    for bad, words in ((["diffusion.block_size=5"], "must divide model.seq_len=32"),
+                       (["diffusion.clip_min=0.8", "diffusion.clip_max=0.3"], "must exceed diffusion.clip_min")):
+        code = main(["train", "tiny", "model.kind=bd3lm", "model.seq_len=32", *bad, f"data.train={text_corpus}",
+                     f"out_dir={tmp_path / 'run'}", "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("error: ") and words in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "run").exists()
