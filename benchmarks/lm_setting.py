@@ -70,6 +70,13 @@ def unigram_reference(cfg: RunConfig, tokenizer: Tokenizer, cache: Path) -> floa
     return float(-logp[valid.batch(picked).numpy()].mean())
 
 
+def bytes_per_token(held_dir: Path, tokenizer: Tokenizer, cfg: RunConfig) -> float:
+    """UTF-8 bytes of the held-out text per token (end-of-text tokens included): to compare gaps per byte."""
+    n_bytes = sum(len(f.read_bytes()) for f in sorted(held_dir.glob("*.txt")))
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
+    return n_bytes / len(tokenize_corpus(cfg.data.valid, tokenizer, cache))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/lm"))
@@ -108,7 +115,8 @@ def main() -> None:
             row = {"pilot": name, "kind": kind, "overrides": [*PILOTS[name], *args.set], "batch": args.batch,
                    "steps": curve[-1]["step"], "seq_len": cfg.model.seq_len, "vocab": tok.vocab_size, "seconds": seconds,
                    "tokens_per_s": tokens_per_s, "unigram_reference": ref, "val_curve": curve,
-                   "final_minus_unigram": curve[-1]["val_loss"] - ref, "threads": torch.get_num_threads()}
+                   "final_minus_unigram": curve[-1]["val_loss"] - ref,
+                   "bytes_per_token": bytes_per_token(held_dir, tok, cfg), "threads": torch.get_num_threads()}
             results.append(row)
             write_json(args.out, results)
             print(f"{name} {kind}: {seconds} s, {tokens_per_s} tok/s, val {curve[-1]['val_loss']:.3f} "
