@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teachers", nargs="+", default=["ar", "smollm2"], help="'ar' (dlmkit AR), 'smollm2', or teacher specs")
     ap.add_argument("--ar-teacher", default=None, help="an existing dlmkit AR run for 'ar' (default: train one)")
     ap.add_argument("--estimators", nargs="*", default=["left", "topk"], choices=["left", "topk", "exact"])
+    ap.add_argument("--rejudge", action="store_true", help="train nothing: score the finished runs' samples (same seed) with --judge")
     ap.add_argument("--skip-data", action="store_true", help="leave out the data-only student (e.g. run by another process)")
     ap.add_argument("--top-k", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=1.0)
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from dlmkit.eval.tasks.perplexity import evaluate_model_on
     from dlmkit.engine.distributed import init_distributed
     from dlmkit.eval.judges import load_judge
+    from dlmkit.hub.load import load as load_model
 
     size = dict(SIZES[args.size])
     size["batch"] = args.batch or size["batch"]
@@ -187,9 +189,30 @@ def main(argv: list[str] | None = None) -> int:
         name = spec if spec != "ar" else "dlmkit-ar"
         teacher = load_teacher(ar_teacher(args, size, work) if spec == "ar" else spec, device)
         result["teachers"][name] = {**teacher.describe(), "load_seconds": time.perf_counter() - t0}
+        if args.rejudge and spec == "ar":  # anchors: the teacher's own samples and held-out text, same judges
+            teacher_run = ar_teacher(args, size, work)
+            gen = teacher_genppl(teacher_run, teacher, n=size["gen_n"], steps=size["gen_steps"], seed=args.seed,
+                                 batch=size["batch"], judge=judge)
+            result["rows"].append({"teacher": name, "variant": "teacher-samples", "judge": args.judge, **gen})
+            held = kl_blocks(teacher_run, valid, max(1, size["gen_n"] // len(valid)))
+            nll = -torch.cat([teacher.token_logprobs(held[i : i + size["batch"]]).double().cpu()
+                              for i in range(0, len(held), size["batch"])]).mean().item()
+            _, tok = load_model(teacher_run)
+            judged = judge.score_texts([tok.decode(r.tolist()) for r in held], batch_size=size["batch"]).aggregate()
+            result["rows"].append({"teacher": name, "variant": "heldout-text", "judge": args.judge, "gen_ppl": math.exp(nll),
+                                   "judge_gen_ppl": judged["ppl"], "gen_n": len(held)})
+            save()
         for variant in [*([] if args.skip_data else ["data"]), *[f"tcs-{e}" for e in args.estimators]]:
             run = work / f"{Path(name).name}-{variant}"
             estimator = variant.split("-", 1)[1] if variant != "data" else "left"
+            if args.rejudge:
+                gen = teacher_genppl(str(run), teacher, n=size["gen_n"], steps=size["gen_steps"], seed=args.seed,
+                                     batch=size["batch"], judge=judge)
+                result["rows"].append({"teacher": name, "variant": variant, "steps": stages[-1], "judge": args.judge, **gen})
+                save()
+                print(f"{name:>12} {variant:>10} step {stages[-1]:>5}: gen ppl {gen['gen_ppl']:.2f} (judge {gen.get('judge_gen_ppl', float('nan')):.2f})",
+                      file=sys.stderr)
+                continue
             done = 0
             for stage in stages:
                 overrides = [*common_overrides(size, args.seed), f"train.steps={stage}"]
