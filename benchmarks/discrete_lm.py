@@ -15,8 +15,10 @@ this machine's scale, the cached masked sampler's speed-up, and the uniform-cond
 4. The bias of holding tokens fixed in a uniform-noise model, against the exact conditional, on
    an enumerable toy: the plain uniform score versus the clean-position score.
 
-    python benchmarks/discrete_lm.py --runs runs/bench_discrete_1k --steps 1000 --batch 16 --jobs 2 \
-        --eval-sequences 48 --n-samples 8 --repeats 2 --plot benchmarks/results/discrete_lm_curves.png
+    python benchmarks/discrete_lm.py --runs runs/lm_byte --kinds ar mdlm sedd_absorb sedd_uniform \
+        --set tokenizer.vocab_size=260 model.seq_len=64 model.d_model=128 model.d_cond=64 --steps 1200 \
+        --batch 32 --jobs 3 --eval-sequences 64 --n-samples 8 --repeats 2 \
+        --out benchmarks/results/discrete_lm_byte.json --plot benchmarks/results/discrete_lm_byte.png
 
 Runs are kept in ``--runs`` and reused when already trained (``--retrain`` to start over);
 ``--jobs 2`` trains two kinds at a time with one thread each (faster than one at a time with
