@@ -155,7 +155,7 @@ def common_overrides(args: argparse.Namespace, max_src_len: int) -> list[str]:
         f"model.n_heads={max(2, args.d_model // 32)}", f"model.seq_len={args.seq_len}",
         f"data.max_src_len={max_src_len}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
         f"train.warmup={max(1, args.train_steps // 20)}", "train.log_every=25", "train.eval_every=0",
-        "train.eval_batches=4", "train.save_every=0", "train.sample_steps=10", "data.valid_fraction=0.02",
+        "train.eval_blocks=128", "train.save_every=0", "train.sample_steps=10", "data.valid_fraction=0.02",
         f"diffusion.continuous.emb_dim={args.emb_dim}", f"diffusion.continuous.t_sampler={args.t_sampler}",
         f"seed={args.seed}",
     ]

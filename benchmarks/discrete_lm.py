@@ -1,18 +1,24 @@
 """Discrete diffusion against AR at equal training tokens: the SEDD evaluation paper's Table 1 at
 this machine's scale, the cached masked sampler's speed-up, and the uniform-conditioning bias.
 
-1. Trains the ``tiny`` preset of each kind (ar, mdlm, sedd_absorb, sedd_uniform) on the same
-   text (Austen, KJV, fortunes, TinyStories; the last 5% of every file held out) for the same
-   number of steps and batch, with one shared BPE tokenizer.
-2. Perplexity on the held-out text and on the WikiText-2 and PTB test files: exact for AR,
-   upper bounds (``<=``) for diffusion, both aggregations (``dlm eval ppl``).
-3. Wall time of the masked sampler with and without the cache at 1024 steps, 128 tokens.
+1. Trains the ``tiny`` preset of each kind (``--kinds``; ``--set`` overrides it, e.g. the byte-level
+   setting of LM_SETTING) on the same text (Austen, KJV, fortunes, TinyStories; the last 5% of
+   every file held out) for the same number of steps and batch, with one shared tokenizer. The
+   validation curve (``train.eval_blocks`` blocks spread over the held-out text of all four
+   corpora) gives the ratio (diffusion bound perplexity / AR perplexity) against training tokens.
+2. Perplexity on the first ``--eval-sequences`` blocks of each corpus's held-out text (a row per
+   corpus, and pooled: the mean NLL over the four) and of the WikiText-2 and PTB test files:
+   exact for AR, upper bounds (``<=``) for diffusion (``dlm eval ppl``). Beside every figure, the
+   reference a context-free model reaches on exactly those blocks: the cross-entropy of a unigram
+   fitted on the training text.
+3. Wall time of the masked sampler with and without the cache at 1024 steps, one block.
 4. The bias of holding tokens fixed in a uniform-noise model, against the exact conditional, on
    an enumerable toy: the plain uniform score versus the clean-position score.
-5. The unigram entropy of the held-out text (what a context-free model reaches).
 
-    python benchmarks/discrete_lm.py --runs runs/bench_discrete_1k --steps 1000 --batch 16 --jobs 2 \
-        --eval-sequences 48 --n-samples 8 --repeats 2 --plot benchmarks/results/discrete_lm_curves.png
+    python benchmarks/discrete_lm.py --runs runs/lm_byte --kinds ar mdlm sedd_absorb sedd_uniform \
+        --set tokenizer.vocab_size=260 model.seq_len=64 model.d_model=128 model.d_cond=64 --steps 1200 \
+        --batch 32 --jobs 3 --eval-sequences 64 --n-samples 8 --repeats 2 \
+        --out benchmarks/results/discrete_lm_byte.json --plot benchmarks/results/discrete_lm_byte.png
 
 Runs are kept in ``--runs`` and reused when already trained (``--retrain`` to start over);
 ``--jobs 2`` trains two kinds at a time with one thread each (faster than one at a time with
@@ -22,7 +28,6 @@ two threads on a 2-core machine). The validation curve of every run goes into th
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import math
 import multiprocessing as mp
@@ -33,10 +38,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dlmkit.engine.config import load_config
-from dlmkit.data.corpus import iter_documents
+from dlmkit.data.blocks import PackedBlocks
+from dlmkit.data.corpus import iter_documents, tokenize_corpus
 from dlmkit.data.tokenizer import Tokenizer, build_tokenizer
 from dlmkit.eval.tasks.latency import timed
 from dlmkit.eval.tasks.perplexity import perplexity_table, render_table
@@ -44,6 +51,7 @@ from dlmkit.io import write_json
 from dlmkit.hub.checkpoint import step_folders
 from dlmkit.hub.load import load as load_model
 from dlmkit.recipes.pretrain import train
+from dlmkit.runtime import default_cache_dir
 
 KINDS = ["ar", "mdlm", "sedd_absorb", "sedd_uniform"]
 TRAIN_PARTS = ["austen", "kjv.txt", "fortunes.txt", "tinystories"]
@@ -66,11 +74,26 @@ def split_corpus(data: Path, out: Path, held: float) -> tuple[Path, Path]:
     return train_dir, held_dir
 
 
+def corpus_folders(held_dir: Path) -> dict[str, Path]:
+    """One folder per training corpus holding (links to) its held-out files, for per-corpus rows."""
+    out = {}
+    for part in TRAIN_PARTS:
+        name = part.replace(".txt", "")
+        folder = held_dir.parent / "heldout_by_corpus" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in sorted(held_dir.glob(f"{name}-*.txt")):
+            if not (folder / f.name).exists():
+                (folder / f.name).symlink_to(f.resolve())
+        out[name] = folder
+    return out
+
+
 def kind_config(kind: str, args: argparse.Namespace, train_dir: Path, held_dir: Path):
-    """The ``tiny`` run config of one kind: same data, steps, batch and schedule for every kind."""
+    """The ``tiny`` run config of one kind (with ``--set``): same data, steps, batch and schedule for every kind."""
     return load_config(
         "tiny",
         [
+            *args.set,
             f"model.kind={kind}",
             f"train.steps={args.steps}",
             f"train.batch_size={args.batch}",
@@ -104,7 +127,7 @@ def train_all(args: argparse.Namespace, train_dir: Path, held_dir: Path) -> dict
         cfg = kind_config("ar", args, train_dir, held_dir)
         build_tokenizer(cfg.tokenizer, iter_documents(cfg.data.train, text_field=cfg.data.text_field, doc_split=cfg.data.doc_split)).save(shared_tok)
     todo = []
-    for kind in KINDS:
+    for kind in args.kinds:
         run = args.runs / kind
         done = step_folders(run) and step_folders(run)[0].name == f"step_{args.steps:07d}"
         if args.retrain or not done:
@@ -112,25 +135,47 @@ def train_all(args: argparse.Namespace, train_dir: Path, held_dir: Path) -> dict
                 shutil.rmtree(run)
             shutil.copytree(shared_tok, run / "tokenizer")
             todo.append(kind)
-    runs: dict[str, dict] = {kind: {"reused": True} for kind in KINDS if kind not in todo}
+    runs: dict[str, dict] = {kind: {"reused": True} for kind in args.kinds if kind not in todo}
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {kind: pool.submit(train_one, kind, args, train_dir, held_dir, threads) for kind in todo}
         runs.update({kind: f.result() for kind, f in futures.items()})
-    for kind in KINDS:
+    for kind in args.kinds:
         runs[kind]["val_curve"] = val_curve(args.runs / kind)
         runs[kind]["val_loss"] = runs[kind]["val_curve"][-1]["val_loss"]
     return runs
 
 
-def unigram_entropy(folder: Path, tokenizer: Tokenizer) -> float:
-    """Entropy (nats per token) of the token frequencies of the text in ``folder``: the best any
-    context-free model can do on that text, the level a model stuck on unigrams reaches."""
-    counts: collections.Counter[int] = collections.Counter()
-    for f in sorted(folder.iterdir()):
-        counts.update(tokenizer.encode(f.read_text(encoding="utf-8")))
-    n = sum(counts.values())
-    return -sum(c / n * math.log(c / n) for c in counts.values())
+def unigram_logp(train_dir: Path, tokenizer: Tokenizer) -> np.ndarray:
+    """Log-probabilities of a unigram fitted on the training text (add-1/2 over the vocabulary)."""
+    counts = np.bincount(tokenize_corpus(str(train_dir), tokenizer, default_cache_dir()), minlength=tokenizer.vocab_size) + 0.5
+    return np.log(counts / counts.sum())
+
+
+def unigram_on_blocks(data: str, logp: np.ndarray, tokenizer: Tokenizer, seq_len: int, n: int) -> float:
+    """Cross-entropy (nats per token) of that unigram on exactly the blocks ``dlm eval ppl`` scores
+    (the first ``n`` blocks of ``seq_len`` tokens of ``data``): what a context-free model reaches there."""
+    blocks = PackedBlocks(tokenize_corpus(data, tokenizer, default_cache_dir()), seq_len, valid_fraction=0.0)
+    return float(-logp[blocks.batch(blocks.train[:n]).numpy()].mean())
+
+
+def unigram_on_valid_blocks(cfg, logp: np.ndarray, tokenizer: Tokenizer) -> float:
+    """The same unigram's cross-entropy on the blocks the training loop validates on
+    (``train.eval_blocks`` blocks spaced evenly over ``data.valid``, as the engine picks them)."""
+    valid = PackedBlocks(tokenize_corpus(cfg.data.valid, tokenizer, default_cache_dir()), cfg.model.seq_len, valid_fraction=0.0)
+    n = min(valid.n_blocks, cfg.train.eval_blocks)
+    picked = valid.train[np.linspace(0, valid.n_blocks - 1, n).round().astype(np.int64)]
+    return float(-logp[valid.batch(picked).numpy()].mean())
+
+
+def ratio_curves(training: dict[str, dict], tokens_per_step: int) -> dict[str, list[dict]]:
+    """(diffusion bound perplexity / AR perplexity) at every evaluation both runs made, per diffusion kind."""
+    ar = {c["step"]: c["val_loss"] for c in training["ar"]["val_curve"]}
+    return {
+        kind: [{"step": c["step"], "tokens": c["step"] * tokens_per_step, "ratio": math.exp(c["val_loss"] - ar[c["step"]])}
+               for c in info["val_curve"] if c["step"] in ar]
+        for kind, info in training.items() if kind != "ar"
+    }
 
 
 @torch.no_grad()
@@ -138,6 +183,7 @@ def cached_speedup(run: Path, steps: int, length: int, batch: int, repeats: int)
     """Median wall time of the masked sampler with and without the cache, same seed (interleaved
     repeats, timed by the latency benchmark's device-synchronised ``timed``)."""
     model, _ = load_model(run)
+    length = min(length, model.seq_len)
     times: dict[str, list[float]] = {"cached": [], "ancestral": []}
     outputs = {}
     for r in range(repeats + 1):
@@ -182,20 +228,27 @@ def uniform_conditioning_bias(steps: int) -> dict:
 
 
 def plot_curves(result: dict, path: Path) -> None:
-    """Validation loss (nats per token; diffusion: the NELBO bound) against training tokens, per kind."""
+    """Left: validation loss (nats per token; diffusion: the NELBO bound) against training tokens,
+    per kind, with the unigram reference on the same blocks; right: bound perplexity / AR perplexity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tokens_per_step = int(result["settings"]["batch"]) * load_config("tiny").model.seq_len
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    tokens_per_step = result["tokens_per_step"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
     for kind, info in result["training"].items():
         curve = info["val_curve"]
         ax.plot([c["step"] * tokens_per_step / 1e6 for c in curve], [c["val_loss"] for c in curve], "o-", ms=3, label=kind)
-    ax.set(xlabel="training tokens (millions)", ylabel="validation loss (nats / token)", title="tiny preset, held-out text")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.axhline(result["valid_unigram_reference"], color="grey", ls="--", lw=1, label="unigram (same blocks)")
+    ax.set(xlabel="training tokens (millions)", ylabel="validation loss (nats / token)", title="held-out blocks of all four corpora")
+    for kind, curve in result["ratio_curves"].items():
+        bx.plot([c["tokens"] / 1e6 for c in curve], [c["ratio"] for c in curve], "o-", ms=3, label=kind)
+    bx.axhline(1.0, color="grey", ls="--", lw=1)
+    bx.set(xlabel="training tokens (millions)", ylabel="bound perplexity / AR perplexity", yscale="log", title="diffusion against AR")
+    for a in (ax, bx):
+        a.grid(True, alpha=0.3)
+        a.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -204,48 +257,63 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/lm"))
     p.add_argument("--runs", type=Path, default=Path("runs/bench_discrete"))
+    p.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="kinds to train (ar is always needed for the ratios)")
+    p.add_argument("--set", nargs="*", default=[], help="overrides of the tiny preset for every kind (e.g. the LM setting)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--held", type=float, default=0.05)
-    p.add_argument("--eval-sequences", type=int, default=128, help="blocks per data set")
+    p.add_argument("--eval-sequences", type=int, default=128, help="blocks per data set (per corpus for the held-out text)")
     p.add_argument("--n-samples", type=int, default=16, help="Monte-Carlo samples of t per block (diffusion bounds)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--speed-batches", type=int, nargs="+", default=[1], help="batch sizes for the cached-sampler timing")
+    p.add_argument("--speed-batches", type=int, nargs="*", default=[1], help="batch sizes for the cached-sampler timing (none: skip)")
     p.add_argument("--jobs", type=int, default=1, help="kinds trained at once (each gets cpu_count/jobs threads)")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/discrete_lm.json"))
-    p.add_argument("--plot", type=Path, default=None, help="PNG of the validation curves")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the validation and ratio curves")
     args = p.parse_args()
+    if "ar" not in args.kinds:
+        p.error("--kinds must include ar (the reference of every ratio)")
     train_dir, held_dir = split_corpus(args.data, args.runs / "data", args.held)
     training = train_all(args, train_dir, held_dir)
-    evals = [str(held_dir), str(args.data / "wikitext2" / "raw.test.txt"), str(args.data / "ptb" / "ptb.test.txt")]
+    cfg = kind_config("ar", args, train_dir, held_dir)
+    tokenizer = Tokenizer.load(args.runs / "tokenizer")
+    logp = unigram_logp(train_dir, tokenizer)
+    corpora = {name: str(folder) for name, folder in corpus_folders(held_dir).items()}
+    evals = {**corpora, "wikitext2": str(args.data / "wikitext2" / "raw.test.txt"), "ptb": str(args.data / "ptb" / "ptb.test.txt")}
     table = perplexity_table(
-        [str(args.runs / k) for k in KINDS], evals, batch_size=16, n_samples=args.n_samples,
+        [str(args.runs / k) for k in args.kinds], list(evals.values()), batch_size=16, n_samples=args.n_samples,
         max_sequences=args.eval_sequences, progress=not args.quiet,
     )
-    speed = [cached_speedup(args.runs / "mdlm", 1024, 128, b, args.repeats) for b in args.speed_batches]
+    names = {path: name for name, path in evals.items()}
+    reference = {name: unigram_on_blocks(path, logp, tokenizer, cfg.model.seq_len, args.eval_sequences) for name, path in evals.items()}
+    for row in table:
+        row["data_name"] = names[row["data"]]
+        row["unigram_reference_nll"] = reference[row["data_name"]]
+    pooled = {k: statistics.fmean(r["nll_per_token"] for r in table if r["kind"] == k and r["data_name"] in corpora) for k in args.kinds}
+    reference["heldout_pooled"] = statistics.fmean(reference[c] for c in corpora)
+    speed = [cached_speedup(args.runs / "mdlm", 1024, 128, b, args.repeats) for b in args.speed_batches] if "mdlm" in args.kinds else []
     bias = uniform_conditioning_bias(64)
-    ar_held = next(r["ppl"] for r in table if r["kind"] == "ar" and r["data"] == str(held_dir))
-    mdlm_held = next(r["ppl"] for r in table if r["kind"] == "mdlm" and r["data"] == str(held_dir))
+    tokens_per_step = args.batch * cfg.model.seq_len
     result = {
         "settings": {k: str(v) for k, v in vars(args).items()},
+        "tokens_per_step": tokens_per_step,
         "training": training,
+        "valid_unigram_reference": unigram_on_valid_blocks(cfg, logp, tokenizer),
+        "ratio_curves": ratio_curves(training, tokens_per_step),
         "perplexity": table,
+        "heldout_pooled_nll": pooled,
+        "unigram_reference_nll": reference,
         "cached_sampler": speed,
         "uniform_conditioning_bias": bias,
-        "heldout_unigram_entropy": unigram_entropy(held_dir, Tokenizer.load(args.runs / "tokenizer")),
-        "targets": {
-            "mdlm_over_ar_ppl": mdlm_held / ar_held,
-            "mdlm_within_1.5x_ar": mdlm_held <= 1.5 * ar_held,
-            "cached_speedup_batch1": speed[0]["speedup"],
-            "cached_at_least_4x": speed[0]["speedup"] >= 4,
-        },
+        "targets": {f"{k}_over_ar_ppl_heldout_pooled": math.exp(pooled[k] - pooled["ar"]) for k in args.kinds if k != "ar"},
     }
     write_json(args.out, result)
     if args.plot:
         plot_curves(result, args.plot)
     print(render_table(table))
+    print("held-out, pooled over the four corpora (nats/token): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in pooled.items()) + f"; unigram on the same blocks {reference['heldout_pooled']:.3f}")
     for s in speed:
         print(f"masked sampler, {s['steps']} steps, {s['length']} tokens, batch {s['batch']}: cached {s['seconds_cached']:.2f} s "
               f"({s['nfe_cached']} calls), uncached {s['seconds_uncached']:.2f} s ({s['nfe_uncached']} calls): {s['speedup']:.1f}x, identical={s['identical_samples']}")

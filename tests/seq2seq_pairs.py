@@ -23,7 +23,7 @@ TINY = [
     "model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_cond=32", "model.seq_len=24",
     "tokenizer.kind=bpe", "tokenizer.vocab_size=300", "diffusion.continuous.emb_dim=16",
     "diffusion.continuous.timesteps=200", "train.batch_size=8", "train.lr=3e-3", "train.warmup=2",
-    "train.log_every=5", "train.eval_every=0", "train.eval_batches=1", "train.save_every=0",
+    "train.log_every=5", "train.eval_every=0", "train.eval_blocks=8", "train.save_every=0",
     "train.sample_steps=4", "data.valid_fraction=0.2",
 ]
 

@@ -43,11 +43,11 @@ PATHS = {
 SHRINK = {"--n": "2", "--length": "48", "--candidates": "2", "--n-samples": "2", "--lengths": "16", "--batch": "1,2"}
 TINY_TRAIN = {
     "lm": ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_cond=16", "model.seq_len=64", "tokenizer.kind=bpe",
-           "tokenizer.vocab_size=300", "train.batch_size=4", "train.micro_batch=0", "train.warmup=1", "train.eval_every=2", "train.eval_batches=1",
+           "tokenizer.vocab_size=300", "train.batch_size=4", "train.micro_batch=0", "train.warmup=1", "train.eval_every=2", "train.eval_blocks=4",
            "train.save_every=2", "train.log_every=1", "train.sample_steps=2"],
     "seq2seq": ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_cond=32", "model.seq_len=24",
                 "diffusion.continuous.emb_dim=16", "diffusion.continuous.timesteps=50", "train.batch_size=4", "train.warmup=1",
-                "train.eval_every=2", "train.eval_batches=1", "train.save_every=2", "train.log_every=1", "train.sample_steps=2"],
+                "train.eval_every=2", "train.eval_blocks=4", "train.save_every=2", "train.log_every=1", "train.sample_steps=2"],
 }
 EXTRA = {  # options the tiny walk adds to keep a command short (the README's own options stay)
     ("eval", "mauve"): ["--n", "12", "--seeds", "0", "--prompt-tokens", "6", "--continuation-tokens", "6", "--num-buckets", "3",

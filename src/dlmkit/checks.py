@@ -61,7 +61,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "train.steps": POSITIVE, "train.batch_size": POSITIVE, "train.micro_batch": NON_NEGATIVE, "train.lr": NON_NEGATIVE,
     "train.min_lr_ratio": FRACTION, "train.warmup": NON_NEGATIVE, "train.weight_decay": NON_NEGATIVE,
     "train.beta1": DECAY, "train.beta2": DECAY, "train.grad_clip": NON_NEGATIVE, "train.ema": DECAY,
-    "train.eval_every": NON_NEGATIVE, "train.eval_batches": POSITIVE, "train.save_every": NON_NEGATIVE,
+    "train.eval_every": NON_NEGATIVE, "train.eval_blocks": POSITIVE, "train.save_every": NON_NEGATIVE,
     "train.keep_last": POSITIVE, "train.log_every": POSITIVE, "train.sample_every": NON_NEGATIVE,
     "train.sample_steps": POSITIVE,
     "distill.tcs.top_k": POSITIVE, "distill.tcs.alpha": FRACTION, "distill.tcs.teacher_batch": POSITIVE,

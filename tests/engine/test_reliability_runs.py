@@ -338,9 +338,9 @@ def _eval_worker(rank: int, world: int, rendezvous: str, run: str, out: str, str
 
 @pytest.mark.parametrize("kind,strategy", [("mdlm", "ddp"), ("sedd_uniform", "fsdp")])
 def test_validation_loss_is_the_same_under_one_and_two_processes(tiny_cfg, tmp_path, kind, strategy, one_thread):
-    """Three chunks on two processes: one process evaluates two (under FSDP the other repeats a
-    forward pass, as every pass is collective)."""
-    cfg = tiny_cfg("run", "train.steps=2", f"model.kind={kind}", "train.eval_batches=3", "train.batch_size=6")
+    """Three chunks (40 blocks) on two processes: one process evaluates two (under FSDP the other
+    repeats a forward pass, as every pass is collective)."""
+    cfg = tiny_cfg("run", "train.steps=2", f"model.kind={kind}", "train.eval_blocks=40", "train.batch_size=6")
     train(cfg, progress=False)
     trainer = Trainer(resume_config(cfg.out_dir), resume=True, progress=False)
     one = trainer.evaluate()

@@ -113,7 +113,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.0  # EMA decay of the weights; 0 disables
     eval_every: int = 200
-    eval_batches: int = 8
+    eval_blocks: int = 256  # validation set size in blocks, independent of batch size and processes
     save_every: int = 500
     keep_last: int = 2
     log_every: int = 10

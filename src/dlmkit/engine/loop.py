@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (
@@ -48,6 +49,7 @@ LossFn = Callable[[nn.Module, Tensor, torch.Generator], tuple[Tensor, dict[str, 
 FULL = StateDictOptions(full_state_dict=True)
 FULL_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)
 FULL_LOOSE = StateDictOptions(full_state_dict=True, strict=False)
+EVAL_CHUNK = 16  # validation blocks per forward pass: a constant, so the noise does not follow the batch size
 
 
 @dataclass
@@ -431,17 +433,17 @@ class Engine:
         """Mean validation loss over a fixed set of blocks with fixed noise: a function of the
         weights and the run's seed only, whatever the number of processes.
 
-        The first ``train.eval_batches`` chunks of ``train.micro_batch`` blocks (``train.batch_size``
-        when 0) are dealt to the processes in turn; chunk ``j``'s noise is seeded by ``(seed, j)``
-        and the chunk losses are summed in chunk order on every process.
+        ``train.eval_blocks`` blocks spaced evenly over the validation blocks (so every file of a
+        ``data.valid`` folder contributes), whatever the batch size, are cut into chunks of
+        ``EVAL_CHUNK`` dealt to the processes in turn; chunk ``j``'s noise is seeded by
+        ``(seed, j)`` and the chunk losses are summed in chunk order on every process.
         """
         blocks, order = self.valid_blocks, self.valid_order
         if len(order) == 0:
             return None
-        t = self.cfg.train
-        size = t.micro_batch or t.batch_size
-        n = min(len(order), t.eval_batches * size)
-        chunks = [order[i : i + size] for i in range(0, n, size)]
+        n = min(len(order), self.cfg.train.eval_blocks)
+        picked = np.asarray(order)[np.linspace(0, len(order) - 1, n).round().astype(np.int64)]
+        chunks = [picked[i : i + EVAL_CHUNK] for i in range(0, n, EVAL_CHUNK)]
         world, rank = self.info.world, self.info.rank
         rounds = -(-len(chunks) // world)  # under FSDP every process runs the same number of forward passes
         mine: list[tuple[int, float]] = []

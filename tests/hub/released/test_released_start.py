@@ -16,7 +16,7 @@ from dlmkit.engine.config import load_config
 from dlmkit.hub.released import load_released
 from dlmkit.hub.load import load as load_model
 
-SMALL_RUN = ["train.batch_size=2", "train.warmup=1", "train.eval_every=1000", "train.eval_batches=1", "train.save_every=1000",
+SMALL_RUN = ["train.batch_size=2", "train.warmup=1", "train.eval_every=1000", "train.eval_blocks=2", "train.save_every=1000",
              "train.log_every=1000", "train.sample_steps=2"]
 
 
