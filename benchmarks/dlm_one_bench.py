@@ -63,7 +63,7 @@ from dlmkit.methods.dlm_one import paper_step  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
 from dlmkit.hub.load import load as load_model  # noqa: E402
 
-TASKS = ("qqp", "quasar_t")
+TASKS = ("qqp", "quasar_t", "numbers")
 
 
 def evaluate(model: Any, tok: Any, sources: list[str], refs: list[Any], *, steps: int, candidates: int, args: argparse.Namespace,
@@ -111,7 +111,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     teacher_dir = folder / "diffuseq"
     teacher, tok = load_model(teacher_dir)
     T = teacher.method.T
-    ar, ar_info = DB.ensure_ar(args, task, folder, pairs, tok) if args.ar else (None, None)
+    ar, ar_info = DB.ensure_ar(args, task, folder) if args.ar else (None, None)
     train_file, valid_file = folder / "train.jsonl", folder / "valid.jsonl"
     DB.write_jsonl(train_file, pairs)
     # checkpoints are chosen on the next sources of the evaluation file, never on the reported ones
