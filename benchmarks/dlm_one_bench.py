@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -79,11 +80,28 @@ def evaluate(model: Any, tok: Any, sources: list[str], refs: list[Any], *, steps
     return DB.with_outputs(out, sources, refs, hyps, cands if candidates > 1 else None)
 
 
-def latency(model: Any, tok: Any, sources: list[str], *, steps: int, max_src_len: int, options: dict[str, Any] | None = None) -> float:
-    """Wall time per sample generating one source at a time (batch 1): the latency the paper compares."""
-    res = generate_targets(model, tok, sources, steps=steps, candidates=1, seed=0, batch_size=1,
+def latency(model: Any, tok: Any, sources: list[str], *, steps: int, max_src_len: int, batch_size: int = 1,
+            options: dict[str, Any] | None = None) -> float:
+    """Wall time per sample generating ``batch_size`` sources at a time (batch 1: the latency the paper compares)."""
+    res = generate_targets(model, tok, sources, steps=steps, candidates=1, seed=0, batch_size=batch_size,
                            max_src_len=max_src_len, options=options)
     return res["seconds_per_sample"]
+
+
+def latency_tables(systems: dict[str, tuple[Any, int]], tok: Any, sources: list[str], *, batches: list[int],
+                   n_one: int, repeats: int, max_src_len: int) -> dict[str, dict[str, float]]:
+    """Seconds per sample of every system (model, steps) at each batch size: batch 1 over the first
+    ``n_one`` sources one at a time, batch ``b`` over one full batch of ``b`` sources; medians of
+    ``repeats`` rounds, the systems interleaved within each round (same process, same load)."""
+    out = {}
+    for b in batches:
+        srcs = sources[:n_one] if b == 1 else (sources * b)[:b]
+        times: dict[str, list[float]] = {k: [] for k in systems}
+        for _ in range(repeats):
+            for name, (model, steps) in systems.items():
+                times[name].append(latency(model, tok, srcs, steps=steps, max_src_len=max_src_len, batch_size=b))
+        out[str(b)] = {k: statistics.median(v) for k, v in times.items()}
+    return out
 
 
 def teacher_rows(args: argparse.Namespace, task: str, teacher: Any, tok: Any, sources: list[str], refs: list[Any],
@@ -143,13 +161,14 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     table4 = {k: table1["student (final)"] if k == 0  # the student's default is refine 0: Table 1's row
               else evaluate(student, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len, options={"refine": k})
               for k in args.refine_list}
-    # Table 2: latency (batch 1), every system in this process on the same sources
-    n_time = sources[: args.time_sources]
-    table2 = {f"teacher {T} steps": latency(teacher, tok, n_time, steps=T, max_src_len=max_src_len),
-              f"teacher best ({best_steps['steps']} steps)": latency(teacher, tok, n_time, steps=best_steps["steps"], max_src_len=max_src_len),
-              "student 1 step": latency(student, tok, n_time, steps=1, max_src_len=max_src_len)}
+    # Table 2: latency at batch 1 (and the other --latency-batches), every system in this process on the same sources
+    systems = {f"teacher {T} steps": (teacher, T), f"teacher best ({best_steps['steps']} steps)": (teacher, best_steps["steps"]),
+               "student 1 step": (student, 1)}
     if ar is not None:
-        table2["ar (KV cache)"] = latency(ar, tok, n_time, steps=1, max_src_len=max_src_len)
+        systems["ar (KV cache)"] = (ar, 1)
+    by_batch = latency_tables(systems, tok, sources, batches=sorted({1, *args.latency_batches}), n_one=args.time_sources,
+                              repeats=args.time_repeats, max_src_len=max_src_len)
+    table2 = by_batch["1"]
     # Table 6: t_init sensitivity (short stage-1 runs)
     table6 = {}
     for t_init in args.t_init_list:
@@ -167,10 +186,16 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
                "speedup_vs_teacher_T": table2[f"teacher {T} steps"] / table2["student 1 step"]}
     if ar is not None:
         targets["speedup_vs_ar"] = table2["ar (KV cache)"] / table2["student 1 step"]
+    for b, tab in by_batch.items():
+        if b != "1":
+            targets[f"speedup_vs_teacher_T_batch{b}"] = tab[f"teacher {T} steps"] / tab["student 1 step"]
+            if ar is not None:
+                targets[f"speedup_vs_ar_batch{b}"] = tab["ar (KV cache)"] / tab["student 1 step"]
     figure3 = {"teacher": [(x["steps"], x["BLEU"]) for x in sweep],
                "student": [(k + 1, r["BLEU"]) for k, r in table4.items()]}  # k refine rounds = k + 1 NFEs
     return {"task": task, "split": DB.SPLITS.get(task), "T": T, "n_eval_sources": len(sources), "teacher": teacher_info,
             "teacher_bleu_vs_steps": sweep, "best_steps": best_steps, "table1": table1, "table2_latency_s": table2,
+            "table2_latency_s_by_batch": by_batch,
             "targets": targets,
             "table3": {"stage 1 (SiD)": table1["student stage 1"], "stage 2 (SiD + adv)": table1["student (final)"]},
             "table4": {str(k): v for k, v in table4.items()}, "table6": {str(k): v for k, v in table6.items()}, "figure3": figure3,
@@ -193,6 +218,9 @@ def render(results: list[dict[str, Any]]) -> str:
         lines += [_row(k, v) for k, v in res["table1"].items()]
         lines += ["", "### Table 2: latency per sample, batch 1 (s)", "| row | s/sample |", "|---|---|"]
         lines += [f"| {k} | {v:.5f} |" for k, v in res["table2_latency_s"].items()]
+        for b, tab in res.get("table2_latency_s_by_batch", {}).items():
+            if b != "1":
+                lines += ["", f"Latency per sample, batch {b} (s): " + ", ".join(f"{k} {v:.5f}" for k, v in tab.items())]
         lines += ["", "Targets: " + ", ".join(f"{k} {v:.3g}" for k, v in res["targets"].items() if v is not None)]
         lines += ["", "### Table 3: stages", head] + [_row(k, v) for k, v in res["table3"].items()]
         lines += ["", "### Table 4: k re-noise/denoise rounds", head] + [_row(f"k={k}", v) for k, v in res["table4"].items()]
@@ -241,6 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validation BLEU for keeping the best checkpoint: the sources after the reported ones")
     p.add_argument("--set", action="append", default=[], help="distillation override KEY=VALUE (repeatable)")
     p.add_argument("--time-sources", type=int, default=8, help="sources timed one at a time (Table 2)")
+    p.add_argument("--latency-batches", type=int, nargs="+", default=[1, 32], help="batch sizes timed (batch 1 always)")
+    p.add_argument("--time-repeats", type=int, default=3, help="interleaved timing rounds (medians)")
     p.add_argument("--steps-list", type=int, nargs="+", default=[10, 50, 100, 500, 1000, 2000])
     p.add_argument("--refine-list", type=int, nargs="+", default=[0, 1, 2, 4])
     p.add_argument("--t-init-list", type=int, nargs="*", default=[1000, 1490, 1900], help="in units of T=2000 (scaled); none: no Table 6")
@@ -254,6 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.stage1_steps, args.stage2_steps, args.eval_every, args.eval_sources, args.candidates = 6, 4, 3, 12, 2
         args.steps_list, args.refine_list, args.t_init_list, args.t_init_steps = [5, 20], [0, 1], [1000, 1490], 3
         args.time_sources, args.ar_steps, args.bertscore = 4, 40, False
+        args.latency_batches, args.time_repeats = [1, 4], 1
         args.no_progress = True
     return DB.finish_args(args)
 
