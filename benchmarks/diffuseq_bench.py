@@ -99,6 +99,8 @@ def metrics(hyps: list[str], refs: list[Any], *, sources: list[str] | None = Non
     out = M.evaluate_seq2seq(hyps, refs, sources=sources, candidates=candidates,
                              bertscore_model=_bertscore_model() if bertscore else None)
     out["BLEU"] = out.get("bleu", out.get("multi_ref_bleu"))
+    if isinstance(refs[0], str):  # share of outputs equal to their reference (the numbers task's accuracy)
+        out["exact"] = sum(h.strip() == r.strip() for h, r in zip(hyps, refs)) / len(refs)
     out.update(degeneracy(hyps))
     return out
 
@@ -301,7 +303,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    cols = ["BLEU", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "hyp_len"]
+    cols = ["BLEU", "exact", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "hyp_len"]
     out = []
     for rep in results:
         out.append(f"\n### {rep['task']} ({rep['splits']}; {rep['n_train_pairs']} train pairs, {rep['n_eval_sources']} eval sources)\n")

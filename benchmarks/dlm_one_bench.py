@@ -202,7 +202,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
             "distill": dres, "seconds": {"ar_train": (ar_info or {}).get("seconds"), "distill": distill_seconds}}
 
 
-COLS = ("BLEU", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "nfe")
+COLS = ("BLEU", "exact", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "nfe")
 
 
 def _row(name: str, r: dict[str, Any]) -> str:

@@ -123,7 +123,7 @@ def plan(paper: str, scale: str, out: Path, work: Path, ckpt: Path, data: Path, 
         return steps
     if (paper, scale) == ("dlm-one", "cpu"):
         common = ["--tasks", "numbers", "--seq-len", 32, "--bpe-vocab", 512, "--save-every", 1000, "--eval-sources", 100,
-                  "--no-progress", "--work", work / "num", "--train-steps", 6000, "--ar-steps", 6000]
+                  "--no-progress", "--work", work / "num", "--train-steps", 4000, "--ar-steps", 4000]
         dq = out / "diffuseq_numbers.json"
         return [
             Step("diffuseq_bench numbers (teacher, AR, BLEU vs steps)",
