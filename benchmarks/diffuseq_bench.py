@@ -19,10 +19,12 @@ not the papers' DeBERTa), Dist-1, Self-BLEU and Div-4 over ``--candidates`` seed
 empty and one-token-dominated outputs, and MBR over the candidates; a copy-the-source row; an AR
 row (greedy, and temperature-1 candidates for diversity/MBR, with the KV cache).
 
-The reported CPU run, one task per process (teachers: 5000 steps, simplification 3000)::
+The reported CPU run (numbers to words; the three real tasks need GPU-scale teachers, see
+``benchmarks/reproduce.py --paper dlm-one --scale gpu``)::
 
-    python benchmarks/diffuseq_bench.py --work runs/s2s --tasks qqp --train-steps 5000 --ar-steps 2000 \
-        --cand-max-steps 100 --out benchmarks/results/diffuseq_qqp.json
+    python benchmarks/diffuseq_bench.py --tasks numbers --seq-len 32 --bpe-vocab 512 --save-every 1000 \
+        --eval-sources 100 --no-progress --work runs/num --train-steps 4000 --ar-steps 4000 \
+        --steps-list 10 50 100 500 2000 --candidates 5 --cand-max-steps 100 --out benchmarks/results/diffuseq_numbers.json
 
 Quick version (~10 minutes on 2 CPU cores; figures are a smoke test, not a reproduction)::
 

@@ -1,8 +1,8 @@
 """DLM-One at this machine's scale: distil one-step students from DiffuSeq teachers and report
 analogues of the paper's tables (Chen, Zhang, Zhou 2025).
 
-Per task (``qqp``, ``quasar_t``; splits of shared/data/README.md: train on ``test.jsonl``,
-evaluate on ``valid.jsonl``):
+Per task (``numbers``: ``benchmarks/number_words.py``; ``qqp``, ``quasar_t``: splits of
+shared/data/README.md, train on ``test.jsonl``, evaluate on ``valid.jsonl``):
 
 * the ``diffuseq`` teacher and the ``ar`` model of ``benchmarks/diffuseq_bench.py`` in
   ``WORK/TASK`` (reused when that bench trained them; trained here otherwise);
@@ -17,20 +17,25 @@ Tables:
   (fraction of outputs whose commonest token is more than half of it): degenerate students
   (one repeated token, empty outputs) show there. With ``--diffuseq-json`` the teacher's row and
   its BLEU over steps come from the DiffuSeq bench's report (same run, sources and seed);
-* **Table 2** latency: wall time per sample, one source at a time, of the teacher at ``T``
-  (2000) steps and at its best step count, the student (1 step), and AR with its KV cache, all
-  in this process on the same sources; ``targets`` holds the issue's three ratios;
+* **Table 2** latency: wall time per sample of the teacher at ``T`` (2000) steps and at its best
+  step count, the student (1 step), and AR with its KV cache, at batch 1 (one source at a time)
+  and at each ``--latency-batches`` size, all in this process on the same sources, medians of
+  ``--time-repeats`` interleaved rounds; ``targets`` holds the speed-up and BLEU ratios;
 * **Table 3** stages: stage 1 (SiD) vs stage 2 (SiD + adversarial);
 * **Table 4** ``k`` re-noise/denoise rounds of the student's own output (``k = 0, 1, 2, 4``);
 * **Table 6** sensitivity to ``t_init`` (short stage-1 distillations at several ``t_init``);
 * **Figure 3** the teacher's BLEU against its steps, with the student's points at 1 + k network
   calls (JSON, and a PNG when matplotlib is present).
 
-The reported CPU run, after the DiffuSeq bench's run of the same task::
+The reported CPU run, after the DiffuSeq bench's run of the same task (Table 5's defaults with
+the learning rates x10: 900 distillation steps instead of 50k)::
 
-    python benchmarks/dlm_one_bench.py --work runs/s2s --tasks qqp --diffuseq-json benchmarks/results/diffuseq_qqp.json \
-        --train-steps 5000 --ar-steps 2000 --stage1-steps 600 --stage2-steps 300 --t-init-steps 100 \
-        --out benchmarks/results/dlm_one_qqp.json
+    python benchmarks/dlm_one_bench.py --tasks numbers --seq-len 32 --bpe-vocab 512 --save-every 1000 \
+        --eval-sources 100 --no-progress --work runs/num --train-steps 4000 --ar-steps 4000 \
+        --diffuseq-json benchmarks/results/diffuseq_numbers.json --stage1-steps 600 --stage2-steps 300 \
+        --eval-every 100 --t-init-list 1000 1490 1900 --t-init-steps 100 --candidates 5 \
+        --set stage1.lr_theta=1e-4 --set stage1.lr_psi=3e-4 --set stage2.lr_theta=1e-4 --set stage2.lr_psi=1e-4 \
+        --out benchmarks/results/dlm_one_numbers.json
 
 Smoke version (a minute or two on 2 CPU cores; figures are a smoke test, not a reproduction)::
 
