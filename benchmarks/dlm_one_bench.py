@@ -204,7 +204,15 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
             "targets": targets,
             "table3": {"stage 1 (SiD)": table1["student stage 1"], "stage 2 (SiD + adv)": table1["student (final)"]},
             "table4": {str(k): v for k, v in table4.items()}, "table6": {str(k): v for k, v in table6.items()}, "figure3": figure3,
-            "distill": dres, "seconds": {"ar_train": (ar_info or {}).get("seconds"), "distill": distill_seconds}}
+            "distill": dres, "val_bleu_curve": val_bleu_curve(out_dir),
+            "seconds": {"ar_train": (ar_info or {}).get("seconds"), "distill": distill_seconds}}
+
+
+def val_bleu_curve(run: Path) -> list[dict[str, Any]]:
+    """The distillation's validation BLEU at every evaluation (stage, step), from its ``metrics.jsonl``."""
+    path = run / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.is_file() else []
+    return [{"stage": r["stage"], "step": r["step"], "val_bleu": r["val_bleu"]} for r in rows if "val_bleu" in r]
 
 
 COLS = ("BLEU", "exact", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "nfe")
@@ -230,6 +238,8 @@ def render(results: list[dict[str, Any]]) -> str:
         lines += ["", "### Table 3: stages", head] + [_row(k, v) for k, v in res["table3"].items()]
         lines += ["", "### Table 4: k re-noise/denoise rounds", head] + [_row(f"k={k}", v) for k, v in res["table4"].items()]
         lines += ["", "### Table 6: t_init", head] + [_row(f"t_init={k}", v) for k, v in res["table6"].items()]
+        lines += ["", "Validation BLEU while distilling (stage/step): " + ", ".join(
+            f"{c['stage']}/{c['step']}: {c['val_bleu']:.4f}" for c in res.get("val_bleu_curve", []))]
         lines += ["", "Teacher BLEU over steps: " + ", ".join(f"{x['steps']}: {x['BLEU']:.4f}" for x in res["teacher_bleu_vs_steps"])]
         lines.append("")
     return "\n".join(lines)
