@@ -132,6 +132,10 @@ def plan(paper: str, scale: str, out: Path, work: Path, ckpt: Path, data: Path, 
             Step("dlm_one_bench numbers (Tables 1-4 and the t_init table, Figure 3)",
                  py("dlm_one_bench.py", *common, "--diffuseq-json", dq, *DLM_ONE_CPU, "--out", out / "dlm_one_numbers.json"),
                  2400, [str(out / "dlm_one_numbers.json")]),
+            Step("dlm_one_bench numbers, the t_init = 1999 variant",
+                 py("dlm_one_bench.py", *common, "--diffuseq-json", dq, *DLM_ONE_CPU, "--t-init-list", "--set", "t_init=1999",
+                    "--out", out / "dlm_one_numbers_tinit1999.json"),
+                 1800, [str(out / "dlm_one_numbers_tinit1999.json")]),
         ]
     if (paper, scale) == ("dlm-one", "gpu"):
         common = ["--tasks", "qqp", "quasar_t", "--tokenizer", "bert", "--seq-len", 128, "--d-model", 768, "--n-layers", 12,
