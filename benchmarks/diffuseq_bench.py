@@ -5,7 +5,10 @@ For each task (the splits of shared/data/README.md, stated in the report):
 * paraphrase (``qqp``): train ``qqp/test.jsonl``, evaluate on ``qqp/valid.jsonl``;
 * question generation (``quasar_t``): train ``quasar_t/test.jsonl``, evaluate ``quasar_t/valid.jsonl``;
 * simplification (``simplification``): train ASSET valid (x10 refs) + TurkCorpus valid (x8),
-  evaluate on ASSET test (10 references: multi-reference BLEU and sacreBLEU corpus BLEU).
+  evaluate on ASSET test (10 references: multi-reference BLEU and sacreBLEU corpus BLEU);
+* numbers to English words (``numbers``, ``benchmarks/number_words.py``, generated from
+  seed 0): train 40,000 pairs, evaluate on the test split, choose checkpoints on the valid
+  split; the task a teacher learns at this machine's scale (the three above need GPU-scale training).
 
 it trains a ``diffuseq`` teacher through ``dlmkit.recipes.pretrain.train`` and the ``ar`` kind on the
 same ``src sep trg eos`` rows (the same ``train``, with ``data.format=seq2seq``) into ``WORK/TASK/{diffuseq,ar}``
@@ -16,10 +19,12 @@ not the papers' DeBERTa), Dist-1, Self-BLEU and Div-4 over ``--candidates`` seed
 empty and one-token-dominated outputs, and MBR over the candidates; a copy-the-source row; an AR
 row (greedy, and temperature-1 candidates for diversity/MBR, with the KV cache).
 
-The reported CPU run, one task per process (teachers: 5000 steps, simplification 3000)::
+The reported CPU run (numbers to words; the three real tasks need GPU-scale teachers, see
+``benchmarks/reproduce.py --paper dlm-one --scale gpu``)::
 
-    python benchmarks/diffuseq_bench.py --work runs/s2s --tasks qqp --train-steps 5000 --ar-steps 2000 \
-        --cand-max-steps 100 --out benchmarks/results/diffuseq_qqp.json
+    python benchmarks/diffuseq_bench.py --tasks numbers --seq-len 32 --bpe-vocab 512 --save-every 1000 \
+        --eval-sources 100 --no-progress --work runs/num --train-steps 4000 --ar-steps 4000 \
+        --steps-list 10 50 100 500 2000 --candidates 5 --cand-max-steps 100 --out benchmarks/results/diffuseq_numbers.json
 
 Quick version (~10 minutes on 2 CPU cores; figures are a smoke test, not a reproduction)::
 
@@ -59,17 +64,24 @@ from dlmkit.hub.checkpoint import step_folders  # noqa: E402
 from dlmkit.hub.load import load as load_model  # noqa: E402
 from dlmkit.recipes.pretrain import train  # noqa: E402
 
-TASKS = ("qqp", "quasar_t", "simplification")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import number_words as NW  # noqa: E402
+
+TASKS = ("qqp", "quasar_t", "simplification", "numbers")
 DEFAULT_DATA = str(Path(os.environ.get("DLM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")) / "seq2seq")
 SPLITS = {
     "qqp": "train qqp/test.jsonl (2500), eval qqp/valid.jsonl",
     "quasar_t": "train quasar_t/test.jsonl (9999), eval quasar_t/valid.jsonl",
     "simplification": "train ASSET valid x10 + TurkCorpus valid x8 (36k pairs), eval ASSET test (10 refs)",
+    "numbers": "numbers to words (benchmarks/number_words.py, seed 0): train 40000, eval test, select on valid",
 }
 
 
 def task_data(root: Path, task: str) -> tuple[list[tuple[str, str]], list[str], list[Any]]:
     """(training pairs, eval sources, eval references: str or list of str per source)."""
+    if task == "numbers":
+        splits = NW.make_splits(0)
+        return splits["train"], [s for s, _ in splits["test"]], [t for _, t in splits["test"]]
     if task in ("qqp", "quasar_t"):
         train_pairs = load_pairs(root / task / "test.jsonl")
         ev = load_pairs(root / task / "valid.jsonl")
@@ -89,6 +101,8 @@ def metrics(hyps: list[str], refs: list[Any], *, sources: list[str] | None = Non
     out = M.evaluate_seq2seq(hyps, refs, sources=sources, candidates=candidates,
                              bertscore_model=_bertscore_model() if bertscore else None)
     out["BLEU"] = out.get("bleu", out.get("multi_ref_bleu"))
+    if isinstance(refs[0], str):  # share of outputs equal to their reference (the numbers task's accuracy)
+        out["exact"] = sum(h.strip() == r.strip() for h, r in zip(hyps, refs)) / len(refs)
     out.update(degeneracy(hyps))
     return out
 
@@ -155,7 +169,7 @@ def common_overrides(args: argparse.Namespace, max_src_len: int) -> list[str]:
         f"model.n_heads={max(2, args.d_model // 32)}", f"model.seq_len={args.seq_len}",
         f"data.max_src_len={max_src_len}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
         f"train.warmup={max(1, args.train_steps // 20)}", "train.log_every=25", "train.eval_every=0",
-        "train.eval_blocks=128", "train.save_every=0", "train.sample_steps=10", "data.valid_fraction=0.02",
+        "train.eval_blocks=128", f"train.save_every={args.save_every}", "train.keep_last=100", "train.sample_steps=10", "data.valid_fraction=0.02",
         f"diffusion.continuous.emb_dim={args.emb_dim}", f"diffusion.continuous.t_sampler={args.t_sampler}",
         f"seed={args.seed}",
     ]
@@ -193,7 +207,8 @@ def task_pairs(args: argparse.Namespace, task: str) -> tuple[list[tuple[str, str
         keep = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed))[: args.train_pairs].tolist()
         pairs = [pairs[i] for i in sorted(keep)]
     n = args.eval_sources
-    return pairs, sources[:n], refs[:n], list(zip(sources[n:], refs[n:]))
+    rest = NW.make_splits(0)["valid"] if task == "numbers" else list(zip(sources[n:], refs[n:]))
+    return pairs, sources[:n], refs[:n], rest
 
 
 def ensure_teacher(args: argparse.Namespace, task: str, folder: Path, pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -290,7 +305,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    cols = ["BLEU", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "hyp_len"]
+    cols = ["BLEU", "exact", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "hyp_len"]
     out = []
     for rep in results:
         out.append(f"\n### {rep['task']} ({rep['splits']}; {rep['n_train_pairs']} train pairs, {rep['n_eval_sources']} eval sources)\n")
@@ -323,6 +338,7 @@ def add_shared_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-steps", type=int, default=5000)
     p.add_argument("--ar-steps", type=int, default=None, help="default: --train-steps")
+    p.add_argument("--save-every", type=int, default=0, help="keep the teacher's checkpoint every N steps (0: the last only)")
     p.add_argument("--train-pairs", type=int, default=0, help="cap on training pairs (0: all)")
     p.add_argument("--eval-sources", type=int, default=64)
     p.add_argument("--eval-batch", type=int, default=64)

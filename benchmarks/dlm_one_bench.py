@@ -1,8 +1,8 @@
 """DLM-One at this machine's scale: distil one-step students from DiffuSeq teachers and report
 analogues of the paper's tables (Chen, Zhang, Zhou 2025).
 
-Per task (``qqp``, ``quasar_t``; splits of shared/data/README.md: train on ``test.jsonl``,
-evaluate on ``valid.jsonl``):
+Per task (``numbers``: ``benchmarks/number_words.py``; ``qqp``, ``quasar_t``: splits of
+shared/data/README.md, train on ``test.jsonl``, evaluate on ``valid.jsonl``):
 
 * the ``diffuseq`` teacher and the ``ar`` model of ``benchmarks/diffuseq_bench.py`` in
   ``WORK/TASK`` (reused when that bench trained them; trained here otherwise);
@@ -17,20 +17,25 @@ Tables:
   (fraction of outputs whose commonest token is more than half of it): degenerate students
   (one repeated token, empty outputs) show there. With ``--diffuseq-json`` the teacher's row and
   its BLEU over steps come from the DiffuSeq bench's report (same run, sources and seed);
-* **Table 2** latency: wall time per sample, one source at a time, of the teacher at ``T``
-  (2000) steps and at its best step count, the student (1 step), and AR with its KV cache, all
-  in this process on the same sources; ``targets`` holds the issue's three ratios;
+* **Table 2** latency: wall time per sample of the teacher at ``T`` (2000) steps and at its best
+  step count, the student (1 step), and AR with its KV cache, at batch 1 (one source at a time)
+  and at each ``--latency-batches`` size, all in this process on the same sources, medians of
+  ``--time-repeats`` interleaved rounds; ``targets`` holds the speed-up and BLEU ratios;
 * **Table 3** stages: stage 1 (SiD) vs stage 2 (SiD + adversarial);
 * **Table 4** ``k`` re-noise/denoise rounds of the student's own output (``k = 0, 1, 2, 4``);
 * **Table 6** sensitivity to ``t_init`` (short stage-1 distillations at several ``t_init``);
 * **Figure 3** the teacher's BLEU against its steps, with the student's points at 1 + k network
   calls (JSON, and a PNG when matplotlib is present).
 
-The reported CPU run, after the DiffuSeq bench's run of the same task::
+The reported CPU run, after the DiffuSeq bench's run of the same task (Table 5's defaults with
+the learning rates x10: 900 distillation steps instead of 50k)::
 
-    python benchmarks/dlm_one_bench.py --work runs/s2s --tasks qqp --diffuseq-json benchmarks/results/diffuseq_qqp.json \
-        --train-steps 5000 --ar-steps 2000 --stage1-steps 600 --stage2-steps 300 --t-init-steps 100 \
-        --out benchmarks/results/dlm_one_qqp.json
+    python benchmarks/dlm_one_bench.py --tasks numbers --seq-len 32 --bpe-vocab 512 --save-every 1000 \
+        --eval-sources 100 --no-progress --work runs/num --train-steps 4000 --ar-steps 4000 \
+        --diffuseq-json benchmarks/results/diffuseq_numbers.json --stage1-steps 600 --stage2-steps 300 \
+        --eval-every 100 --t-init-list 1000 1490 1900 --t-init-steps 100 --candidates 5 \
+        --set stage1.lr_theta=1e-4 --set stage1.lr_psi=3e-4 --set stage2.lr_theta=1e-4 --set stage2.lr_psi=1e-4 \
+        --out benchmarks/results/dlm_one_numbers.json
 
 Smoke version (a minute or two on 2 CPU cores; figures are a smoke test, not a reproduction)::
 
@@ -44,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -63,7 +69,7 @@ from dlmkit.methods.dlm_one import paper_step  # noqa: E402
 from dlmkit.generate.seq2seq import generate_targets  # noqa: E402
 from dlmkit.hub.load import load as load_model  # noqa: E402
 
-TASKS = ("qqp", "quasar_t")
+TASKS = ("qqp", "quasar_t", "numbers")
 
 
 def evaluate(model: Any, tok: Any, sources: list[str], refs: list[Any], *, steps: int, candidates: int, args: argparse.Namespace,
@@ -79,11 +85,28 @@ def evaluate(model: Any, tok: Any, sources: list[str], refs: list[Any], *, steps
     return DB.with_outputs(out, sources, refs, hyps, cands if candidates > 1 else None)
 
 
-def latency(model: Any, tok: Any, sources: list[str], *, steps: int, max_src_len: int, options: dict[str, Any] | None = None) -> float:
-    """Wall time per sample generating one source at a time (batch 1): the latency the paper compares."""
-    res = generate_targets(model, tok, sources, steps=steps, candidates=1, seed=0, batch_size=1,
+def latency(model: Any, tok: Any, sources: list[str], *, steps: int, max_src_len: int, batch_size: int = 1,
+            options: dict[str, Any] | None = None) -> float:
+    """Wall time per sample generating ``batch_size`` sources at a time (batch 1: the latency the paper compares)."""
+    res = generate_targets(model, tok, sources, steps=steps, candidates=1, seed=0, batch_size=batch_size,
                            max_src_len=max_src_len, options=options)
     return res["seconds_per_sample"]
+
+
+def latency_tables(systems: dict[str, tuple[Any, int]], tok: Any, sources: list[str], *, batches: list[int],
+                   n_one: int, repeats: int, max_src_len: int) -> dict[str, dict[str, float]]:
+    """Seconds per sample of every system (model, steps) at each batch size: batch 1 over the first
+    ``n_one`` sources one at a time, batch ``b`` over one full batch of ``b`` sources; medians of
+    ``repeats`` rounds, the systems interleaved within each round (same process, same load)."""
+    out = {}
+    for b in batches:
+        srcs = sources[:n_one] if b == 1 else (sources * b)[:b]
+        times: dict[str, list[float]] = {k: [] for k in systems}
+        for _ in range(repeats):
+            for name, (model, steps) in systems.items():
+                times[name].append(latency(model, tok, srcs, steps=steps, max_src_len=max_src_len, batch_size=b))
+        out[str(b)] = {k: statistics.median(v) for k, v in times.items()}
+    return out
 
 
 def teacher_rows(args: argparse.Namespace, task: str, teacher: Any, tok: Any, sources: list[str], refs: list[Any],
@@ -111,7 +134,7 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     teacher_dir = folder / "diffuseq"
     teacher, tok = load_model(teacher_dir)
     T = teacher.method.T
-    ar, ar_info = DB.ensure_ar(args, task, folder, pairs, tok) if args.ar else (None, None)
+    ar, ar_info = DB.ensure_ar(args, task, folder) if args.ar else (None, None)
     train_file, valid_file = folder / "train.jsonl", folder / "valid.jsonl"
     DB.write_jsonl(train_file, pairs)
     # checkpoints are chosen on the next sources of the evaluation file, never on the reported ones
@@ -143,13 +166,14 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
     table4 = {k: table1["student (final)"] if k == 0  # the student's default is refine 0: Table 1's row
               else evaluate(student, tok, sources, refs, steps=1, candidates=K, args=args, max_src_len=max_src_len, options={"refine": k})
               for k in args.refine_list}
-    # Table 2: latency (batch 1), every system in this process on the same sources
-    n_time = sources[: args.time_sources]
-    table2 = {f"teacher {T} steps": latency(teacher, tok, n_time, steps=T, max_src_len=max_src_len),
-              f"teacher best ({best_steps['steps']} steps)": latency(teacher, tok, n_time, steps=best_steps["steps"], max_src_len=max_src_len),
-              "student 1 step": latency(student, tok, n_time, steps=1, max_src_len=max_src_len)}
+    # Table 2: latency at batch 1 (and the other --latency-batches), every system in this process on the same sources
+    systems = {f"teacher {T} steps": (teacher, T), f"teacher best ({best_steps['steps']} steps)": (teacher, best_steps["steps"]),
+               "student 1 step": (student, 1)}
     if ar is not None:
-        table2["ar (KV cache)"] = latency(ar, tok, n_time, steps=1, max_src_len=max_src_len)
+        systems["ar (KV cache)"] = (ar, 1)
+    by_batch = latency_tables(systems, tok, sources, batches=sorted({1, *args.latency_batches}), n_one=args.time_sources,
+                              repeats=args.time_repeats, max_src_len=max_src_len)
+    table2 = by_batch["1"]
     # Table 6: t_init sensitivity (short stage-1 runs)
     table6 = {}
     for t_init in args.t_init_list:
@@ -167,17 +191,31 @@ def run_task(args: argparse.Namespace, task: str, work: Path) -> dict[str, Any]:
                "speedup_vs_teacher_T": table2[f"teacher {T} steps"] / table2["student 1 step"]}
     if ar is not None:
         targets["speedup_vs_ar"] = table2["ar (KV cache)"] / table2["student 1 step"]
+    for b, tab in by_batch.items():
+        if b != "1":
+            targets[f"speedup_vs_teacher_T_batch{b}"] = tab[f"teacher {T} steps"] / tab["student 1 step"]
+            if ar is not None:
+                targets[f"speedup_vs_ar_batch{b}"] = tab["ar (KV cache)"] / tab["student 1 step"]
     figure3 = {"teacher": [(x["steps"], x["BLEU"]) for x in sweep],
                "student": [(k + 1, r["BLEU"]) for k, r in table4.items()]}  # k refine rounds = k + 1 NFEs
     return {"task": task, "split": DB.SPLITS.get(task), "T": T, "n_eval_sources": len(sources), "teacher": teacher_info,
             "teacher_bleu_vs_steps": sweep, "best_steps": best_steps, "table1": table1, "table2_latency_s": table2,
+            "table2_latency_s_by_batch": by_batch,
             "targets": targets,
             "table3": {"stage 1 (SiD)": table1["student stage 1"], "stage 2 (SiD + adv)": table1["student (final)"]},
             "table4": {str(k): v for k, v in table4.items()}, "table6": {str(k): v for k, v in table6.items()}, "figure3": figure3,
-            "distill": dres, "seconds": {"ar_train": (ar_info or {}).get("seconds"), "distill": distill_seconds}}
+            "distill": dres, "val_bleu_curve": val_bleu_curve(out_dir),
+            "seconds": {"ar_train": (ar_info or {}).get("seconds"), "distill": distill_seconds}}
 
 
-COLS = ("BLEU", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "nfe")
+def val_bleu_curve(run: Path) -> list[dict[str, Any]]:
+    """The distillation's validation BLEU at every evaluation (stage, step), from its ``metrics.jsonl``."""
+    path = run / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.is_file() else []
+    return [{"stage": r["stage"], "step": r["step"], "val_bleu": r["val_bleu"]} for r in rows if "val_bleu" in r]
+
+
+COLS = ("BLEU", "exact", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4", "empty", "repeat", "nfe")
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
@@ -193,10 +231,15 @@ def render(results: list[dict[str, Any]]) -> str:
         lines += [_row(k, v) for k, v in res["table1"].items()]
         lines += ["", "### Table 2: latency per sample, batch 1 (s)", "| row | s/sample |", "|---|---|"]
         lines += [f"| {k} | {v:.5f} |" for k, v in res["table2_latency_s"].items()]
+        for b, tab in res.get("table2_latency_s_by_batch", {}).items():
+            if b != "1":
+                lines += ["", f"Latency per sample, batch {b} (s): " + ", ".join(f"{k} {v:.5f}" for k, v in tab.items())]
         lines += ["", "Targets: " + ", ".join(f"{k} {v:.3g}" for k, v in res["targets"].items() if v is not None)]
         lines += ["", "### Table 3: stages", head] + [_row(k, v) for k, v in res["table3"].items()]
         lines += ["", "### Table 4: k re-noise/denoise rounds", head] + [_row(f"k={k}", v) for k, v in res["table4"].items()]
         lines += ["", "### Table 6: t_init", head] + [_row(f"t_init={k}", v) for k, v in res["table6"].items()]
+        lines += ["", "Validation BLEU while distilling (stage/step): " + ", ".join(
+            f"{c['stage']}/{c['step']}: {c['val_bleu']:.4f}" for c in res.get("val_bleu_curve", []))]
         lines += ["", "Teacher BLEU over steps: " + ", ".join(f"{x['steps']}: {x['BLEU']:.4f}" for x in res["teacher_bleu_vs_steps"])]
         lines.append("")
     return "\n".join(lines)
@@ -241,6 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validation BLEU for keeping the best checkpoint: the sources after the reported ones")
     p.add_argument("--set", action="append", default=[], help="distillation override KEY=VALUE (repeatable)")
     p.add_argument("--time-sources", type=int, default=8, help="sources timed one at a time (Table 2)")
+    p.add_argument("--latency-batches", type=int, nargs="+", default=[1, 32], help="batch sizes timed (batch 1 always)")
+    p.add_argument("--time-repeats", type=int, default=3, help="interleaved timing rounds (medians)")
     p.add_argument("--steps-list", type=int, nargs="+", default=[10, 50, 100, 500, 1000, 2000])
     p.add_argument("--refine-list", type=int, nargs="+", default=[0, 1, 2, 4])
     p.add_argument("--t-init-list", type=int, nargs="*", default=[1000, 1490, 1900], help="in units of T=2000 (scaled); none: no Table 6")
@@ -254,6 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.stage1_steps, args.stage2_steps, args.eval_every, args.eval_sources, args.candidates = 6, 4, 3, 12, 2
         args.steps_list, args.refine_list, args.t_init_list, args.t_init_steps = [5, 20], [0, 1], [1000, 1490], 3
         args.time_sources, args.ar_steps, args.bertscore = 4, 40, False
+        args.latency_batches, args.time_repeats = [1, 4], 1
         args.no_progress = True
     return DB.finish_args(args)
 

@@ -33,7 +33,7 @@ import diffuseq_bench as DB  # noqa: E402
 
 from dlmkit.eval.metrics.mbr import mbr_decode  # noqa: E402
 
-METRIC_KEYS = ("BLEU", "bleu", "multi_ref_bleu", "corpus_bleu", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4",
+METRIC_KEYS = ("BLEU", "exact", "bleu", "multi_ref_bleu", "corpus_bleu", "rouge_l", "bertscore_f1", "dist1", "self_bleu", "div4",
                "avg_len", "hyp_len", "empty", "repeat")
 
 
