@@ -89,13 +89,13 @@ def dlm(*args: Any) -> list[str]:
 
 def plan(paper: str, scale: str, out: Path, work: Path, ckpt: Path, data: Path, lambada: str | None) -> list[Step]:
     """The steps of ``paper`` at ``scale`` (outputs under ``out``, run folders under ``work``)."""
-    lm_runs = work / "bench_discrete_1k"
+    lm_runs = work / "lm_byte"
     discrete = Step(
-        "discrete_lm (Table 1 analogue: ar, mdlm, sedd_absorb, sedd_uniform trained 1000 x 16 x 128 tokens)",
-        py("discrete_lm.py", "--data", data / "lm", "--runs", lm_runs, "--steps", 1000, "--batch", 16, "--jobs", 2,
-           "--eval-sequences", 48, "--n-samples", 8, "--repeats", 2, "--out", out / "discrete_lm.json",
-           "--plot", out / "discrete_lm_curves.png"),
-        4 * 3600, [str(out / "discrete_lm.json")])
+        "discrete_lm (Table 1 analogue: ar, mdlm, sedd_absorb, sedd_uniform, bytes, 1200 x 32 x 64 tokens)",
+        py("discrete_lm.py", "--data", data / "lm", "--runs", lm_runs, "--kinds", "ar", "mdlm", "sedd_absorb", "sedd_uniform",
+           "--set", *LM_BYTE, "--steps", 1200, "--batch", 32, "--jobs", 3, "--eval-sequences", 64, "--n-samples", 8,
+           "--repeats", 2, "--out", out / "discrete_lm_byte.json", "--plot", out / "discrete_lm_byte.png"),
+        90 * 60, [str(out / "discrete_lm_byte.json")])
     if (paper, scale) == ("sedd-eval", "cpu"):
         return [
             discrete,
@@ -151,13 +151,34 @@ def plan(paper: str, scale: str, out: Path, work: Path, ckpt: Path, data: Path, 
                  6 * 3600, [str(out / "dlm_one_gpu.json")]),
         ]
     if (paper, scale) == ("tcs", "cpu"):
+        held = lm_runs / "data" / "heldout_by_corpus"
+        tcs = ["tcs_bench.py", "--data", lm_runs / "data" / "train", "--valid", *(held / c for c in CORPORA), "--teachers",
+               "ar", "--ar-teacher", lm_runs / "ar", "--alpha", 0.5, "--size", "quick", "--batch", 32, "--set", *LM_BYTE,
+               "--work", work / "tcs_byte", "--stages", 200, 400, 800]
+        judge = work / "ar_judge"
         return [
             discrete,
-            Step("tcs_bench (AR teacher, left estimator, against data-only)",
-                 py("tcs_bench.py", "--data", lm_runs / "data" / "train", "--valid", lm_runs / "data" / "heldout", "--teachers",
-                    "ar", "--ar-teacher", lm_runs / "ar", "--estimators", "left", "--alpha", 0.5, "--size", "quick",
-                    "--stages", 100, 200, 400, "--batch", 16, "--work", work / "tcs_cpu", "--out", out / "tcs.json"),
-                 3 * 3600, [str(out / "tcs.json")]),
+            Step("tcs_bench data-only student (judges: the teacher and SmolLM2)",
+                 py(*tcs, "--judge", "smollm2", "--estimators", "--out", out / "tcs_byte_data.json"),
+                 50 * 60, [str(out / "tcs_byte_data.json")]),
+            Step("tcs_bench TCS-left student",
+                 py(*tcs, "--estimators", "left", "--skip-data", "--out", out / "tcs_byte_left.json"),
+                 60 * 60, [str(out / "tcs_byte_left.json")]),
+            Step("an independent AR judge (same setting, seed 1; the teacher's tokenizer copied in first)",
+                 ["sh", "-c", f"mkdir -p {shlex.quote(str(judge))} && cp -r {shlex.quote(str(lm_runs / 'ar' / 'tokenizer'))} "
+                  f"{shlex.quote(str(judge))}/ && " + shlex.join(dlm(
+                      "train", "tiny", "model.kind=ar", *LM_BYTE, "train.batch_size=32", "train.steps=1200", "seed=1",
+                      f"data.train={lm_runs / 'data' / 'train'}", f"data.valid={lm_runs / 'data' / 'heldout'}",
+                      f"out_dir={judge}"))],
+                 25 * 60, [str(judge / "checkpoints" / "best" / "config.json")]),
+            Step("tcs_bench rejudge: the same samples scored by the independent AR judge",
+                 py(*tcs, "--estimators", "left", "--rejudge", "--stages", 800, "--judge", judge,
+                    "--out", out / "tcs_byte_rejudge_arjudge.json"),
+                 10 * 60, [str(out / "tcs_byte_rejudge_arjudge.json")]),
+            Step("tcs_bench rejudge: the same samples scored by SmolLM2-135M",
+                 py(*tcs, "--estimators", "left", "--rejudge", "--stages", 800, "--judge", "smollm2",
+                    "--out", out / "tcs_byte_rejudge_smollm2.json"),
+                 15 * 60, [str(out / "tcs_byte_rejudge_smollm2.json")]),
         ]
     if (paper, scale) == ("tcs", "gpu"):
         lm = data / "lm"
@@ -169,6 +190,10 @@ def plan(paper: str, scale: str, out: Path, work: Path, ckpt: Path, data: Path, 
                      6 * 3600, [str(out / "tcs.json")])]
     raise SystemExit(f"error: no plan for --paper {paper} --scale {scale}")
 
+
+# the byte-level language-modelling setting where every discrete kind learns context (README: Benchmarks)
+LM_BYTE = ["tokenizer.vocab_size=260", "model.seq_len=64", "model.d_model=128", "model.d_cond=64"]
+CORPORA = ("austen", "kjv", "fortunes", "tinystories")
 
 # the DLM-One distillation at the CPU scale: Table 5's defaults with learning rates x10 (900 steps, not 50k)
 DLM_ONE_CPU = ["--stage1-steps", 600, "--stage2-steps", 300, "--eval-every", 100, "--t-init-list", 1000, 1490, 1900,
