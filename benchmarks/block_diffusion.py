@@ -1,7 +1,7 @@
 """Block diffusion (bd3lm) benchmark: the bound against block size at equal tokens, beside AR and
 MDLM, and the sampler's latency with and without the KV cache of the finished blocks.
 
-``--part bound``: the small LM setting of /work/wt/LM_SETTING.md (byte-level tokens, L = 64,
+``--part bound``: the byte-level LM setting of the README (Benchmarks, "Diffusion against AR at equal training tokens": byte-level tokens, L = 64,
 4 x 128 tiny backbone, batch 32, the Austen/KJV/fortunes/TinyStories split of
 ``discrete_lm.split_corpus``) at ``--steps`` steps for every model (equal training tokens):
 ``ar``, ``mdlm`` and ``bd3lm`` at block sizes 1, 4, 16, 64 (= L), all on one shared tokenizer.

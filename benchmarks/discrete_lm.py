@@ -2,7 +2,7 @@
 this machine's scale, the cached masked sampler's speed-up, and the uniform-conditioning bias.
 
 1. Trains the ``tiny`` preset of each kind (``--kinds``; ``--set`` overrides it, e.g. the byte-level
-   setting of LM_SETTING) on the same text (Austen, KJV, fortunes, TinyStories; the last 5% of
+   setting of the README's "Diffusion against AR at equal training tokens") on the same text (Austen, KJV, fortunes, TinyStories; the last 5% of
    every file held out) for the same number of steps and batch, with one shared tokenizer. The
    validation curve (``train.eval_blocks`` blocks spread over the held-out text of all four
    corpora) gives the ratio (diffusion bound perplexity / AR perplexity) against training tokens.

@@ -72,10 +72,13 @@ class Step:
     outputs: list[str]
     stdout: str | None = None
     note: str = ""
+    copy_first: tuple[str, str] | None = None  # a folder copied to a new place first (a shared tokenizer)
     result: dict[str, Any] = field(default_factory=dict)
 
     def command(self) -> str:
         cmd = shlex.join(["python", *self.argv[1:]] if self.argv[0] == sys.executable else self.argv)
+        if self.copy_first:
+            cmd = f"cp -r {shlex.join(self.copy_first)} && {cmd}"
         return f"{cmd} > {shlex.quote(self.stdout)}" if self.stdout else cmd
 
 
@@ -154,23 +157,22 @@ def plan(paper: str, scale: str, out: Path, work: Path, ckpt: Path, data: Path, 
         held = lm_runs / "data" / "heldout_by_corpus"
         tcs = ["tcs_bench.py", "--data", lm_runs / "data" / "train", "--valid", *(held / c for c in CORPORA), "--teachers",
                "ar", "--ar-teacher", lm_runs / "ar", "--alpha", 0.5, "--size", "quick", "--batch", 32, "--set", *LM_BYTE,
-               "--work", work / "tcs_byte", "--stages", 200, 400, 800]
+               "--work", work / "tcs_byte"]
+        stages = ["--stages", 200, 400, 800]
         judge = work / "ar_judge"
         return [
             discrete,
             Step("tcs_bench data-only student (judges: the teacher and SmolLM2)",
-                 py(*tcs, "--judge", "smollm2", "--estimators", "--out", out / "tcs_byte_data.json"),
+                 py(*tcs, *stages, "--judge", "smollm2", "--estimators", "--out", out / "tcs_byte_data.json"),
                  50 * 60, [str(out / "tcs_byte_data.json")]),
             Step("tcs_bench TCS-left student",
-                 py(*tcs, "--estimators", "left", "--skip-data", "--out", out / "tcs_byte_left.json"),
+                 py(*tcs, *stages, "--estimators", "left", "--skip-data", "--out", out / "tcs_byte_left.json"),
                  60 * 60, [str(out / "tcs_byte_left.json")]),
-            Step("an independent AR judge (same setting, seed 1; the teacher's tokenizer copied in first)",
-                 ["sh", "-c", f"mkdir -p {shlex.quote(str(judge))} && cp -r {shlex.quote(str(lm_runs / 'ar' / 'tokenizer'))} "
-                  f"{shlex.quote(str(judge))}/ && " + shlex.join(dlm(
-                      "train", "tiny", "model.kind=ar", *LM_BYTE, "train.batch_size=32", "train.steps=1200", "seed=1",
-                      f"data.train={lm_runs / 'data' / 'train'}", f"data.valid={lm_runs / 'data' / 'heldout'}",
-                      f"out_dir={judge}"))],
-                 25 * 60, [str(judge / "checkpoints" / "best" / "config.json")]),
+            Step("an independent AR judge (same setting and data, seed 1, the teacher's tokenizer)",
+                 dlm("train", "tiny", "model.kind=ar", *LM_BYTE, "train.batch_size=32", "train.steps=1200", "seed=1",
+                     f"data.train={lm_runs / 'data' / 'train'}", f"data.valid={lm_runs / 'data' / 'heldout'}", f"out_dir={judge}"),
+                 25 * 60, [str(judge / "checkpoints" / "best" / "config.json")],
+                 copy_first=(str(lm_runs / "ar" / "tokenizer"), str(judge / "tokenizer"))),
             Step("tcs_bench rejudge: the same samples scored by the independent AR judge",
                  py(*tcs, "--estimators", "left", "--rejudge", "--stages", 800, "--judge", judge,
                     "--out", out / "tcs_byte_rejudge_arjudge.json"),
@@ -221,6 +223,8 @@ def run_step(step: Step, force: bool) -> None:
         return
     for o in step.outputs:
         Path(o).parent.mkdir(parents=True, exist_ok=True)
+    if step.copy_first and not Path(step.copy_first[1]).exists():
+        shutil.copytree(*step.copy_first)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
     if step.stdout:

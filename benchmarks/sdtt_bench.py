@@ -1,7 +1,7 @@
 """SDTT benchmark (issue 19): an mdlm teacher, its students after each round of self-distillation
 through time, generative perplexity and unigram entropy against steps, latency against AR.
 
-Setting: the small language-modelling setting of /work/wt/LM_SETTING.md (byte tokens, 64-token
+Setting: the byte-level language-modelling setting of the README (Benchmarks, "Diffusion against AR at equal training tokens": byte tokens, 64-token
 blocks, the ``tiny`` preset at d_model 128; Austen + KJV + fortunes + TinyStories, 5% held out),
 with ``--train-steps`` for the teacher and the AR judge (the setting's 1500 by default). Stages,
 each skipped when its output exists under ``--work``:
