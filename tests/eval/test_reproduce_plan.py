@@ -45,7 +45,7 @@ def test_dry_run_prints_plan_and_time_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert R.main(["--paper", "dlm-one", "--scale", "cpu", "--dry-run", "--out-dir", str(out), "--work", str(tmp_path / "w")]) == 0
     text = capsys.readouterr().out
-    assert re.search(r"3 steps, expected \d+ h \d\d min", text)
+    assert re.search(r"2 steps, expected \d+ h \d\d min", text)
     assert "diffuseq_bench.py" in text and "dlm_one_bench.py" in text
     assert not out.exists() and not (tmp_path / "w").exists()
 
