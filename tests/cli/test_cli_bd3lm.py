@@ -24,7 +24,7 @@ def test_bd3lm_through_every_command(text_corpus, gpt2_judge, webtext, ar_run, t
     model = str(run)
     s = run_json(capsys, "sample", model, "--n", "3", "--length", "20", "--steps", "4", "--prefix", "The", "--infill", "10:and")
     assert len(s["token_ids"]) == 3 and all(len(ids) == 20 for ids in s["token_ids"])
-    for est in ("mc", "quadrature"):
+    for est in ("mc", "quadrature", "count"):
         row = run_json(capsys, "eval", "ppl", model, "--data", str(text_corpus), "--max-sequences", "4", "--n-samples", "2",
                        "--estimator", est)["ppl"][0]
         assert row["kind"] == "bd3lm" and row["bound"] and row["estimator"] == est and row["ppl_seq_mean"] >= row["ppl"] - 1e-9
