@@ -75,6 +75,13 @@ class SEDD(Method):
 
         return fn
 
+    def fully_noised(self, x0: Tensor, start: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Positions from ``start`` on drawn from the graph's prior (all mask for absorbing, uniform
+        tokens for uniform), at sigma_bar(1)."""
+        x_t = x0.clone()
+        x_t[:, start:] = self.graph.sample_prior(x0.shape[0], x0.shape[1] - start, generator).to(x0.device)
+        return x_t, self.schedule.total(torch.ones(x0.shape[0], dtype=torch.float64, device=x0.device))
+
     def clean_positions(self, x0: Tensor, generator: torch.Generator) -> Tensor | None:
         return None
 
