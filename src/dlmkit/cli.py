@@ -147,6 +147,8 @@ def _sample_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--temperature", type=number(POSITIVE_REAL, float), default=None, help="sampling temperature (> 0)")
     s.add_argument("--top-k", type=number(POSITIVE), default=None)
     s.add_argument("--top-p", type=number(UNIT_OPEN_LOW, float), default=None, help="nucleus sampling mass, in (0, 1]")
+    s.add_argument("--stop-at-eos", action="store_true",
+                   help="bd3lm: end each sample at its first generated end-of-text (the rest padded)")
     s.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
     s.add_argument("--batch-size", type=number(POSITIVE), default=16)
     s.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -174,6 +176,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.out:
         check_output(args.out, "--out")
     options = {k: v for k, v in (("sampler", args.sampler), ("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
+    if args.stop_at_eos:
+        options["stop_at_eos"] = True
     if args.src_file:
         result = sample_seq2seq(
             args.model, args.src_file, steps=args.steps or 128, candidates=args.candidates, mbr=args.mbr, seed=args.seed or 0,

@@ -96,16 +96,14 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def rewrite_jsonl(path: str | os.PathLike, keep: Callable[[dict[str, Any]], bool]) -> None:
-    """Rewrite a jsonl log keeping the records ``keep`` accepts (atomically).
+def read_jsonl_log(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    """(line, object) for every non-blank line of a jsonl log that :func:`append_jsonl` writes
+    (``metrics.jsonl``).
 
-    A last line cut short by a kill (not JSON) is dropped; a damaged line elsewhere is a
-    :class:`DlmError` naming ``path:line``.
+    A last line cut short by a kill (not JSON) is dropped; a damaged line elsewhere, or one that is
+    not a JSON object, is a :class:`DlmError` naming ``path:line``.
     """
-    path = Path(path)
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    lines = split_lines(Path(path).read_text(encoding="utf-8", errors="replace"))
     while lines and not lines[-1].strip():
         lines.pop()
     out = []
@@ -118,9 +116,18 @@ def rewrite_jsonl(path: str | os.PathLike, keep: Callable[[dict[str, Any]], bool
             if lineno == len(lines):
                 break  # torn by a kill mid-write
             raise DlmError(f"{path}:{lineno}: not JSON ({e.msg}); fix or delete that line") from None
-        if isinstance(row, dict) and keep(row):
-            out.append(line + "\n")
-    write_text(path, "".join(out))
+        if not isinstance(row, dict):
+            raise DlmError(f"{path}:{lineno}: expected a JSON object; fix or delete that line")
+        out.append((line, row))
+    return out
+
+
+def rewrite_jsonl(path: str | os.PathLike, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite a jsonl log keeping the records ``keep`` accepts (atomically); read as
+    :func:`read_jsonl_log` reads it (a torn last line is dropped)."""
+    if not Path(path).is_file():
+        return
+    write_text(path, "".join(line + "\n" for line, row in read_jsonl_log(path) if keep(row)))
 
 
 def jsonl_records(path: str | os.PathLike, text: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from dlmkit.cli import main
 
 
@@ -22,7 +24,7 @@ def test_bd3lm_through_every_command(text_corpus, gpt2_judge, webtext, ar_run, t
     model = str(run)
     s = run_json(capsys, "sample", model, "--n", "3", "--length", "20", "--steps", "4", "--prefix", "The", "--infill", "10:and")
     assert len(s["token_ids"]) == 3 and all(len(ids) == 20 for ids in s["token_ids"])
-    for est in ("mc", "quadrature"):
+    for est in ("mc", "quadrature", "count"):
         row = run_json(capsys, "eval", "ppl", model, "--data", str(text_corpus), "--max-sequences", "4", "--n-samples", "2",
                        "--estimator", est)["ppl"][0]
         assert row["kind"] == "bd3lm" and row["bound"] and row["estimator"] == est and row["ppl_seq_mean"] >= row["ppl"] - 1e-9
@@ -48,3 +50,38 @@ def test_bad_block_settings_fail_before_any_work(text_corpus, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("error: ") and words in err and len(err.splitlines()) == 1, err
         assert not (tmp_path / "run").exists()
+
+
+def test_sample_stop_at_eos(text_corpus, tmp_path, capsys, monkeypatch):
+    """`dlm sample --stop-at-eos` reaches bd3lm's sampler: with a network that always predicts
+    end-of-text, each row is one eos then padding and only the first block is sampled; a kind
+    without the option refuses it in one line."""
+    from fixtures_eval_runs import TINY
+
+    import dlmkit.generate.text as text
+
+    runs = {}
+    for kind in ("bd3lm", "mdlm"):
+        runs[kind] = tmp_path / kind
+        run_json(capsys, "train", "tiny", *TINY, f"model.kind={kind}", "diffusion.block_size=8", "train.steps=1",
+                 f"data.train={text_corpus}", f"out_dir={runs[kind]}")
+    load = text.load_model
+
+    def eos_always(path, device):
+        model, tok = load(path, device)
+        with torch.no_grad():
+            model.net.head.bias.zero_()
+            model.net.head.bias[tok.eos_id] = 50.0
+        return model, tok
+
+    monkeypatch.setattr(text, "load_model", eos_always)
+    argv = ("sample", str(runs["bd3lm"]), "--n", "2", "--length", "32", "--steps", "3")
+    full = run_json(capsys, *argv)
+    assert full["nfe"] == 3 * 4  # four blocks of 8, three steps each
+    cut = run_json(capsys, *argv, "--stop-at-eos")
+    _, tok = load(runs["bd3lm"], "cpu")
+    assert cut["nfe"] == 3 and full["token_ids"] != cut["token_ids"]
+    assert cut["token_ids"] == [[tok.eos_id] + [tok.pad_id] * 31] * 2
+    code = main(["sample", str(runs["mdlm"]), "--n", "1", "--steps", "2", "--stop-at-eos"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "stop_at_eos" in err and len(err.splitlines()) == 1, err

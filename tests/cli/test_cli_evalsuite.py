@@ -39,3 +39,25 @@ def test_cli_errors_are_one_line(ar_run, tmp_path, capsys):
         code = main(argv)
         _, err = capsys.readouterr()
         assert code == 2 and err.strip().startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_eval_ppl_count_estimator(ar_run, diffusion_runs, text_corpus, tmp_path, capsys):
+    """`--estimator count` on time-free mdlm estimates the same bound as `mc` (within 5 standard errors);
+    kinds told the noise level refuse it in one line; AR's exact NLL ignores it as it ignores mc/quadrature."""
+    from fixtures_eval_runs import train_tiny
+
+    if "mdlm" not in diffusion_runs:
+        return
+    ppl = ("eval", "ppl", "--data", str(text_corpus), "--max-sequences", "6", "--n-samples", "16")
+    rows = {est: run_json(capsys, *ppl, str(diffusion_runs["mdlm"]), "--estimator", est)["ppl"][0] for est in ("count", "mc")}
+    count, mc = rows["count"], rows["mc"]
+    assert count["estimator"] == "count" and count["bound"] and count["sequences"] == 6
+    assert count["nll_stderr_mc"] < mc["nll_stderr_mc"]  # 0.004 vs 0.21 nats: the noise level integrated exactly
+    assert abs(count["nll_per_token"] - mc["nll_per_token"]) < 5 * (count["nll_stderr_mc"] ** 2 + mc["nll_stderr_mc"] ** 2) ** 0.5
+    assert run_json(capsys, *ppl, str(ar_run), "--estimator", "count")["ppl"][0]["estimator"] == "exact"
+    timed = [diffusion_runs[k] for k in ("sedd_absorb", "sedd_uniform") if k in diffusion_runs]
+    timed.append(train_tiny(tmp_path / "sigma", text_corpus, "mdlm_sigma", 1))
+    for run in timed:
+        code = main([*ppl, str(run), "--estimator", "count", "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("error: the count estimator needs a time-free") and len(err.splitlines()) == 1, err

@@ -48,6 +48,8 @@ def test_missing_capability_is_the_kinds_error(kind, capability, message):
     if capability == "denoiser":
         with pytest.raises(DlmError, match=message):
             method.x0_log_probs(torch.nn.Identity())
+        with pytest.raises(DlmError, match=message):
+            method.fully_noised(torch.zeros(1, 4, dtype=torch.long), 2, torch.Generator())
 
 
 class ExactDenoiser(torch.nn.Module):

@@ -265,3 +265,20 @@ def test_bad_arguments_raise_dlm_errors():
         sample_masked(ABS.denoise_fn, 1, 4, LogLinear(), 2, 3, 2, generator=g, condition=Condition((0,), (1,)))
     with pytest.raises(DlmError, match="vocabulary"):
         sample_sedd(ABS.score_fn, Absorbing(4, 1), LogLinear(), 2, 3, 2, generator=g, condition=Condition((0,), (7,)))
+
+
+def test_start_and_push_distribution_are_exact_on_two_positions():
+    """The public enumeration helpers (shared with the block sampler): a condition moves the prior's
+    mass onto the written states; one push is dist @ K with K[a, b] = prod_i probs[a, i, b^i]."""
+    from dlmkit.sampling.discrete import all_sequences, push_distribution, start_distribution
+
+    states = all_sequences(2, 2)  # 00, 01, 10, 11
+    prior = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=D)
+    assert torch.equal(start_distribution(states, prior, 2, None), prior)
+    held = start_distribution(states, prior, 2, Condition((0,), (1,)))  # position 0 written as 1
+    assert torch.allclose(held, torch.tensor([0.0, 0.0, 0.4, 0.6], dtype=D))
+    probs = torch.tensor([[0.5, 0.5], [0.25, 0.75]], dtype=D).expand(4, 2, 2) * 2  # unnormalised on purpose
+    want = prior @ torch.outer(torch.tensor([0.5, 0.5], dtype=D), torch.tensor([0.25, 0.75], dtype=D)).reshape(1, 4).expand(4, 4)
+    assert torch.allclose(push_distribution(prior, states, probs, None), want)
+    pushed = push_distribution(held, states, probs, Condition((0,), (1,)))  # position 0 stays 1
+    assert torch.allclose(pushed, torch.tensor([0.0, 0.0, 0.25, 0.75], dtype=D))

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from dlmkit.errors import DlmError
+from dlmkit.io import read_jsonl_log
 from dlmkit.plotting import pyplot, readable_log_ticks, save_png
 
 METRIC_TITLES = {"loss": "training loss", "val_loss": "validation loss", "lr": "learning rate", "tokens_per_s": "tokens / s"}
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl`` (a run folder or the file itself); a torn last line is skipped."""
+    """The records of a run's ``metrics.jsonl`` (a run folder or the file itself), read by
+    :func:`~dlmkit.io.read_jsonl_log`: a torn last line is skipped, a damaged line elsewhere is an error."""
     path = Path(run)
     path = path / "metrics.jsonl" if path.is_dir() else path
     if not path.is_file():
         raise DlmError(f"{run}: no metrics.jsonl (give a run folder or its metrics.jsonl)")
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a kill; the rest of the file is still good
+    records = [row for _, row in read_jsonl_log(path)]
     if not records:
         raise DlmError(f"{path}: no metrics recorded yet")
     return records

@@ -4,8 +4,9 @@ A kind (the AR baseline, SEDD, masked diffusion, ...) is a :class:`Method` subcl
 under a name with :func:`register`. The training loop, the sampler command and the evaluation
 suite only talk to this interface, so a new kind is one new module plus its registration.
 What a kind can do is declared, not discovered by calling it: ``has_likelihood`` (``nll``),
-``has_denoiser`` (``x0_log_probs``), ``trainable`` (``loss`` trains it from data) and ``prompts``
-(what ``sample`` conditions on); ``require`` turns a missing capability into the kind's own error.
+``has_denoiser`` (``x0_log_probs``, ``fully_noised``), ``trainable`` (``loss`` trains it from
+data) and ``prompts`` (what ``sample`` conditions on); ``require`` turns a missing capability into
+the kind's own error.
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ class Method(ABC):
         ``clean_mask`` (bool [B, L]) known to be clean."""
         self.require("denoiser")
         raise NotImplementedError(f"{self.kind} declares a denoiser but does not define x0_log_probs")
+
+    def fully_noised(self, x0: Tensor, start: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """For kinds with ``has_denoiser``: ``x0`` [B, L] with positions ``start``.. drawn from the end of
+        the forward process (t = 1), and the total noise sigma_bar(1) [B]: the input of
+        :meth:`x0_log_probs`' function for one-step denoising from pure noise."""
+        self.require("denoiser")
+        raise NotImplementedError(f"{self.kind} declares a denoiser but does not define fully_noised")
 
     def nll(
         self,

@@ -52,6 +52,12 @@ class MaskedDiffusion(Method):
         """The SUBS denoiser (clean positions are the unmasked ones, carried over)."""
         return self.denoiser(net)
 
+    def fully_noised(self, x0: Tensor, start: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Every position from ``start`` on masked (the absorbing state), at sigma_bar(1)."""
+        x_t = x0.clone()
+        x_t[:, start:] = self.mask_id
+        return x_t, self.schedule.total(torch.ones(x0.shape[0], dtype=torch.float64, device=x0.device))
+
     def masked_nll(self, net: nn.Module):
         """``nll_fn(x_t, sigma, x0)``: the SUBS NLL summed over masked positions, scored on those rows alone."""
         return lambda x_t, sigma, x0: subs_masked_nll(self.logits(net, x_t, sigma), x0, x_t, self.mask_id)

@@ -24,6 +24,7 @@ from dlmkit.diffusion.graphs import Absorbing, Graph, Uniform
 from dlmkit.diffusion.likelihood import score_nelbo
 from dlmkit.diffusion.schedules import schedule_from_options
 from dlmkit.diffusion.score_entropy import dse_loss
+from dlmkit.errors import DlmError
 from dlmkit.methods.base import Method, SampleOutput, register
 from dlmkit.methods.discrete_common import as_cond, check_sampler, training_times
 from dlmkit.networks.transformer import BackboneConfig, Transformer
@@ -74,6 +75,13 @@ class SEDD(Method):
 
         return fn
 
+    def fully_noised(self, x0: Tensor, start: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Positions from ``start`` on drawn from the graph's prior (all mask for absorbing, uniform
+        tokens for uniform), at sigma_bar(1)."""
+        x_t = x0.clone()
+        x_t[:, start:] = self.graph.sample_prior(x0.shape[0], x0.shape[1] - start, generator).to(x0.device)
+        return x_t, self.schedule.total(torch.ones(x0.shape[0], dtype=torch.float64, device=x0.device))
+
     def clean_positions(self, x0: Tensor, generator: torch.Generator) -> Tensor | None:
         return None
 
@@ -89,6 +97,8 @@ class SEDD(Method):
 
     @torch.no_grad()
     def nll(self, net, x0, *, generator, n_samples=1, clean_mask=None, estimator="mc") -> tuple[Tensor, Tensor]:
+        if estimator == "count":
+            raise DlmError(f"the count estimator needs a time-free masked denoiser (mdlm, bd3lm); {self.kind} is told the noise level")
         fn = self.score_fn(net, self._flags(clean_mask))
         est = score_nelbo(fn, self.graph, self.schedule, x0, generator=generator, n=n_samples, method=estimator, clean_mask=clean_mask)
         return est.nll, est.stderr

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from dlmkit.diffusion.schedules import NoiseSchedule
 from dlmkit.errors import DlmError
-from dlmkit.sampling.discrete import SampleResult, _push, _start, all_sequences
+from dlmkit.sampling.discrete import SampleResult, all_sequences, push_distribution, start_distribution
 from dlmkit.sampling.masked_kernels import get_masked_kernel
 
 if TYPE_CHECKING:
@@ -94,12 +94,12 @@ def block_output_distribution(
     """Exact distribution [V^L] of :func:`sample_blocks`' output (no stop), by enumerating all sequences."""
     step_kernel = get_masked_kernel(kernel, mask_id, temperature=temperature, top_p=top_p)
     states = all_sequences(vocab_size, length)
-    dist = _start(states, (states == mask_id).all(-1).double(), vocab_size, condition)
+    dist = start_distribution(states, (states == mask_id).all(-1).double(), vocab_size, condition)
     keep = torch.nn.functional.one_hot(states, vocab_size).double()
     for start in range(0, length, block_size):
         end = min(start + block_size, length)
         for step in step_kernel.plan(schedule, steps):
             probs = keep.clone()
             probs[:, start:end] = step_kernel.probs(denoise_fn(states[:, :end]), states[:, start:end], step)
-            dist = _push(dist, states, probs, condition)
+            dist = push_distribution(dist, states, probs, condition)
     return dist

@@ -203,8 +203,9 @@ def all_sequences(vocab_size: int, length: int) -> torch.Tensor:
     return (idx.unsqueeze(-1) // powers) % vocab_size
 
 
-def _push(dist: torch.Tensor, states: torch.Tensor, probs: torch.Tensor, condition: Condition | None) -> torch.Tensor:
-    """dist [S] times the kernel K[a, b] = prod_i probs[a, i, b^i] (probs normalised, conditions held).
+def push_distribution(dist: torch.Tensor, states: torch.Tensor, probs: torch.Tensor, condition: Condition | None) -> torch.Tensor:
+    """One sampler step on an exact distribution: ``dist`` [S] over ``states`` [S, L] times the kernel
+    K[a, b] = prod_i probs[a, i, b^i] (``probs`` [S, L, V] normalised here, conditions held).
 
     Only states the sampler can be in (dist > 0) are pushed: the rows of unreachable states (for
     data with zero-probability sequences, scores there are 0/0) never enter.
@@ -223,8 +224,9 @@ def _push(dist: torch.Tensor, states: torch.Tensor, probs: torch.Tensor, conditi
     return dist[live] @ kernel
 
 
-def _start(states: torch.Tensor, prior: torch.Tensor, vocab_size: int, condition: Condition | None) -> torch.Tensor:
-    """Exact start distribution over states: the prior, then conditioned positions written."""
+def start_distribution(states: torch.Tensor, prior: torch.Tensor, vocab_size: int, condition: Condition | None) -> torch.Tensor:
+    """Exact start distribution over ``states`` (:func:`all_sequences`): the ``prior`` [S], then
+    conditioned positions written (their mass moved to the written states)."""
     if condition is None:
         return prior
     target = condition.apply(states) @ (vocab_size ** torch.arange(states.shape[1] - 1, -1, -1))
@@ -238,9 +240,9 @@ def sedd_output_distribution(
     """Exact distribution [V^L] of ``sample_sedd``'s output, by enumerating all sequences."""
     step = get_predictor(predictor)
     states = all_sequences(graph.vocab_size, length)
-    dist = _start(states, graph.prior_log_prob(states).exp(), graph.vocab_size, condition)
+    dist = start_distribution(states, graph.prior_log_prob(states).exp(), graph.vocab_size, condition)
     for sigma_t, dsigma in sedd_plan(schedule, steps, eps, predictor):
-        dist = _push(dist, states, sedd_step(score_fn, graph, step, states, sigma_t, dsigma), condition)
+        dist = push_distribution(dist, states, sedd_step(score_fn, graph, step, states, sigma_t, dsigma), condition)
     return dist
 
 
@@ -252,8 +254,8 @@ def masked_output_distribution(
     step_kernel = get_masked_kernel(kernel, mask_id, temperature=temperature, top_p=top_p)
     states = all_sequences(vocab_size, length)
     prior = (states == mask_id).all(-1).double()
-    dist = _start(states, prior, vocab_size, condition)
+    dist = start_distribution(states, prior, vocab_size, condition)
     for step in step_kernel.plan(schedule, steps):
         sigma = torch.full((states.shape[0],), step.sigma, dtype=torch.float64)
-        dist = _push(dist, states, step_kernel.probs(denoise_fn(states, sigma), states, step), condition)
+        dist = push_distribution(dist, states, step_kernel.probs(denoise_fn(states, sigma), states, step), condition)
     return dist

@@ -1,7 +1,6 @@
 """The lm-eval adapter: certain answers rank first, windows cover every token once, tasks run offline."""
 
 import math
-from pathlib import Path
 
 import pytest
 from readme_packages import require  # README-installed: fail, never skip
@@ -141,3 +140,52 @@ def test_shipped_tasks_load_from_any_cwd(tmp_path, monkeypatch):
     _localise_tasks([tmp_path / "mine"], tmp_path / "out")
     cfg = yaml.safe_load((tmp_path / "out" / "0" / "t.yaml").read_text())
     assert cfg["dataset_kwargs"]["data_files"]["test"] == str((tmp_path / "mine" / "d.jsonl").resolve())
+
+
+def test_one_step_argmax_follows_the_declared_denoiser():
+    """``is_greedy``'s diffusion argmax: the kinds that declare a denoiser denoise their own t = 1 state
+    (mask, or the uniform graph's prior drawn from the generator) at sigma_bar(1); the others give None.
+    Decided by the declaration alone: a kind with a denoiser but no ``schedule`` or ``graph`` works too."""
+    from dlmkit.diffusion.graphs import Uniform
+    from dlmkit.eval.tasks.harness import diffusion_one_step_argmax
+    from dlmkit.hub.model import DlmModel
+    from dlmkit.methods.base import Method, Specials
+    from dlmkit.networks.transformer import BackboneConfig
+
+    V, L, n_ctx = 12, 8, 3
+    specials = Specials(eos=0, pad=1, mask=11, sep=2)
+    x = torch.randint(2, 11, (2, L), generator=torch.Generator().manual_seed(0))
+    clean = torch.arange(L)[None] < n_ctx
+    for kind in ("mdlm", "sedd_absorb", "sedd_uniform", "bd3lm", "ar"):
+        torch.manual_seed(1)
+        m = DlmModel.build(kind, BackboneConfig(vocab_size=V, n_layers=1, d_model=16, n_heads=2, d_cond=8, seq_len=L),
+                           specials, {"block_size": 4}).eval()
+        got = diffusion_one_step_argmax(m.method, m.net, x, n_ctx, torch.Generator().manual_seed(2))
+        if not m.method.has_denoiser:
+            assert got is None, kind
+            continue
+        x_t = x.clone()
+        x_t[:, n_ctx:] = (Uniform(V).sample_prior(2, L - n_ctx, torch.Generator().manual_seed(2)) if kind == "sedd_uniform"
+                          else specials.mask)
+        sigma = m.method.schedule.total(torch.ones(2, dtype=torch.float64))
+        want = m.method.x0_log_probs(m.net, clean)(x_t, sigma).argmax(-1)
+        assert torch.equal(got, want), kind
+
+    class Oracle(Method):
+        """A denoiser kind with neither ``schedule`` nor ``graph``: p(x0 | x_t) puts all mass on token 5."""
+        kind, has_denoiser = "oracle", True
+
+        def loss(self, net, x0, generator):
+            raise NotImplementedError
+
+        def sample(self, net, batch, length, *, steps, generator, condition=None, **options):
+            raise NotImplementedError
+
+        def fully_noised(self, x0, start, generator):
+            return x0, torch.zeros(x0.shape[0], dtype=torch.float64)
+
+        def x0_log_probs(self, net, clean_mask=None):
+            return lambda x_t, sigma: torch.nn.functional.one_hot(torch.full_like(x_t, 5), V).double().log()
+
+    got = diffusion_one_step_argmax(Oracle(V, specials), None, x, n_ctx, torch.Generator())
+    assert got is not None and (got == 5).all()

@@ -21,8 +21,10 @@ def _ppl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", help="checkpoint or run folders")
     p.add_argument("--data", nargs="+", required=True, help="text files, folders, globs or jsonl")
     p.add_argument("--batch-size", type=number(POSITIVE), default=8)
-    p.add_argument("--n-samples", type=number(POSITIVE), default=8, help="Monte-Carlo samples (or quadrature nodes) of t per sequence (diffusion)")
-    p.add_argument("--estimator", choices=("mc", "quadrature"), default="mc", help="how the diffusion bound's integral over t is estimated")
+    p.add_argument("--n-samples", type=number(POSITIVE), default=8,
+                   help="Monte-Carlo samples of t (quadrature: nodes; count: masked-set draws) per sequence (diffusion)")
+    p.add_argument("--estimator", choices=("mc", "quadrature", "count"), default="mc",
+                   help="how the diffusion bound's integral over t is estimated (count: exactly, for time-free mdlm and bd3lm)")
     p.add_argument("--max-sequences", type=number(POSITIVE), default=None, help="evaluate at most this many blocks per data set")
     p.add_argument("--text-field", default="text", help="field of jsonl records")
     p.add_argument("--seed", type=number(NON_NEGATIVE), default=0)

@@ -210,23 +210,15 @@ class DlmkitScorer:
 def diffusion_one_step_argmax(method: Any, net: Any, x: torch.Tensor, n_ctx: int, generator: torch.Generator) -> torch.Tensor | None:
     """argmax of p(x0 | x_t) with positions >= n_ctx noised to t = 1 (see the module docstring).
 
-    Uses the kind's denoiser (mdlm: SUBS x0 log-probabilities; SEDD: Tweedie denoising of the
-    concrete score); ``None`` for a kind with neither.
+    Uses the kind's declared denoiser (mdlm: SUBS x0 log-probabilities; SEDD: Tweedie denoising of
+    the concrete score) on its :meth:`~dlmkit.methods.base.Method.fully_noised` state; ``None`` for
+    a kind without one.
     """
-    x_t = x.clone()
-    schedule = getattr(method, "schedule", None)
-    if schedule is None:
+    if not method.has_denoiser:
         return None
-    sigma = schedule.total(torch.ones(x.shape[0], dtype=torch.float64, device=x.device))
-    graph = getattr(method, "graph", None)
-    if graph is not None and getattr(graph, "mask_id", None) is None and hasattr(graph, "sample_prior"):
-        x_t[:, n_ctx:] = graph.sample_prior(x.shape[0], x.shape[1] - n_ctx, generator).to(x.device)
-    else:
-        x_t[:, n_ctx:] = method.specials.mask
-    if method.has_denoiser:
-        clean = torch.arange(x.shape[1], device=x.device)[None] < n_ctx
-        return method.x0_log_probs(net, clean)(x_t, sigma).argmax(-1)
-    return None
+    x_t, sigma = method.fully_noised(x, n_ctx, generator)
+    clean = torch.arange(x.shape[1], device=x.device)[None] < n_ctx
+    return method.x0_log_probs(net, clean)(x_t, sigma).argmax(-1)
 
 
 class DlmkitLM(_LMBase):  # type: ignore[misc,valid-type]
