@@ -100,14 +100,18 @@ def distill(args: argparse.Namespace, teacher: Path, variant: str) -> tuple[Path
     return out, None
 
 
-def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, label: str) -> list[dict]:
+def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, label: str, temperature: float = 1.0) -> list[dict]:
     from dlmkit.eval.tasks.genppl import generative_perplexity
 
     res = generative_perplexity(model, judge, n=args.n, steps=steps, batch_size=32, judge_batch_size=32, seed=args.seed,
-                                device="cpu", progress=False)
+                                device="cpu", temperature=temperature, progress=False)
     keep = ("sampling", "steps", "nfe", "n", "length", "gen_ppl", "gen_ppl_seq_mean", "judge_nll_per_token", "judge_nll_stderr",
             "unigram_entropy", "unique_unigram_fraction", "repetition_rate", "sample_seconds", "examples")
-    return [{"model": label, **{k: r[k] for k in keep}} for r in res["gen"]]
+    return [{"model": label, "temperature": temperature, **{k: r[k] for k in keep}} for r in res["gen"]]
+
+
+def key(row: dict) -> tuple:
+    return row["model"], row["steps"], row.get("temperature", 1.0)
 
 
 def teacher_steps(args: argparse.Namespace) -> list[int]:
@@ -136,17 +140,21 @@ def evaluate(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict
 
     judge = load_judge(runs["ar"], "cpu")
     rows = result.setdefault("gen", [])
-    done = {(r["model"], r["steps"]) for r in rows}
-    todo = [s for s in teacher_steps(args) if ("teacher", s) not in done]
+    done = {key(r) for r in rows}
+    todo = [s for s in teacher_steps(args) if ("teacher", s, 1.0) not in done]
     if todo:
         rows += gen_rows(runs["mdlm"], judge, todo, args, "teacher")
         write(args, result)
-    for label, folder, k in student_rows(args, sdtt_runs):
-        if (label, k) not in done:
-            rows += gen_rows(folder, judge, [k], args, label)
-            done.add((label, k))
+    final = args.start_steps >> args.rounds
+    cooled = [(t, "teacher", runs["mdlm"], k) for t in args.temperatures for k in (args.start_steps, final)]
+    cooled += [(t, label, folder, k) for t in args.temperatures for label, folder, k in student_rows(args, sdtt_runs)
+               if k == final and label.endswith(f"round {args.rounds}")]
+    for t, label, folder, k in [(1.0, *row) for row in student_rows(args, sdtt_runs)] + cooled:
+        if (label, k, t) not in done:
+            rows += gen_rows(folder, judge, [k], args, label, t)
+            done.add((label, k, t))
             write(args, result)
-    if ("ar", None) not in done:
+    if ("ar", None, 1.0) not in done:
         rows += [r for r in gen_rows(runs["ar"], judge, [1], args, "ar") if r["sampling"] == "ancestral"]
         write(args, result)
     if "latency" not in result:
@@ -200,7 +208,7 @@ def evaluate_smollm2(args: argparse.Namespace, runs: dict, sdtt_runs: dict, resu
 
     judge = load_judge("smollm2", "cpu")
     rows = result.setdefault("gen_smollm2", [])
-    done = {(r["model"], r["steps"]) for r in rows}
+    done = {key(r)[:2] for r in rows}
     todo = [("teacher", runs["mdlm"], k) for k in teacher_steps(args)] + student_rows(args, sdtt_runs)
     for label, model, k in todo:
         if (label, k) not in done:
@@ -215,7 +223,7 @@ def evaluate_smollm2(args: argparse.Namespace, runs: dict, sdtt_runs: dict, resu
 def summarise(args: argparse.Namespace, result: dict) -> None:
     """The issue's target: the student at 1/16 of the teacher's steps within 5% of the teacher's
     generative perplexity at equal entropy (within 0.05 nats)."""
-    rows = {(r["model"], r["steps"]): r for r in result.get("gen", [])}
+    rows = {key(r)[:2]: r for r in result.get("gen", []) if key(r)[2] == 1.0}
     t = rows.get(("teacher", args.start_steps))
     if t is None:
         return
@@ -240,50 +248,67 @@ def summarise(args: argparse.Namespace, result: dict) -> None:
 
 
 def plot(args: argparse.Namespace, result: dict) -> None:
-    """The Figure 1 analogue, beside the JSON (``--out`` as .png): generative perplexity and unigram
-    entropy against steps, the teacher's curve, each variant's last student's curve, every round's
-    student at its own steps, AR as a dashed line."""
-    from dlmkit.plotting import pyplot, readable_log_ticks, save_png
+    """The Figure 1 analogue, beside the JSON (``--out`` as .png). Left and middle: generative
+    perplexity and unigram entropy against steps (temperature 1): the teacher's curve, each variant's
+    last student's curve, every round's student at its own steps, AR as a dashed line. Right: the
+    perplexity-entropy frontier that temperature traces, for the teacher at its first and last steps
+    and the last students (a comparison at equal entropy reads across it)."""
+    from matplotlib.ticker import FuncFormatter
+
+    from dlmkit.plotting import plain_number, pyplot, readable_log_ticks, save_png
 
     gen = result.get("gen", [])
     if not gen:
         return
     plt = pyplot()
-    from matplotlib.ticker import FuncFormatter
-
-    from dlmkit.plotting import plain_number
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     groups = ["teacher"] + [f"student {v}" for v in args.variants]  # one colour per group
-    for ax, key, label in ((axes[0], "gen_ppl", "generative perplexity (AR judge)"), (axes[1], "unigram_entropy", "unigram entropy (nats)")):
+    group_of = lambda name: next(g for g in groups if name == g or name.startswith(g + " "))
+    colour_of = lambda name: colours[groups.index(group_of(name)) % len(colours)]
+    plain = [r for r in gen if key(r)[2] == 1.0]
+    ar = [r for r in plain if r["model"] == "ar"]
+    for ax, field, label in ((axes[0], "gen_ppl", "generative perplexity (AR judge)"), (axes[1], "unigram_entropy", "unigram entropy (nats)")):
         curves: dict[str, list[tuple[int, float]]] = {}
-        for r in gen:
+        for r in plain:
             if r["steps"] is not None:
-                curves.setdefault(r["model"], []).append((r["steps"], r[key]))
+                curves.setdefault(r["model"], []).append((r["steps"], r[field]))
         for name, pts in curves.items():
             pts.sort()
-            group = next(g for g in groups if name == g or name.startswith(g + " "))
-            colour = colours[groups.index(group) % len(colours)]
+            group = group_of(name)
             if len(pts) > 1:  # the teacher's and each last student's curve
-                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour, label=name if group == "teacher" else f"{group}, last round")
-            elif name.endswith(" round 1"):
-                ax.plot(*pts[0], "s", color=colour, ms=4, label=f"{group}, each round at its steps")
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour_of(name), label=name if group == "teacher" else f"{group}, last round")
             else:
-                ax.plot(*pts[0], "s", color=colour, ms=4)
-        ar = [r for r in gen if r["model"] == "ar"]
+                ax.plot(*pts[0], "s", color=colour_of(name), ms=4, label=f"{group}, each round at its steps" if name.endswith(" round 1") else None)
         if ar:
-            ax.axhline(ar[0][key], color="k", ls="--", label="AR (ancestral)")
+            ax.axhline(ar[0][field], color="k", ls="--", label="AR (ancestral)")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
         ax.set_xlabel("sampling steps")
         ax.set_ylabel(label)
-        if key == "gen_ppl":
-            ax.set_yscale("log")
-            readable_log_ticks(ax, "y")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.suptitle("SDTT: teacher and students against sampling steps")
+    axes[0].set_yscale("log")
+    readable_log_ticks(axes[0], "y")
+    axes[1].legend(fontsize=6, loc="best", frameon=False)
+    fronts: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    for r in gen:
+        if r["steps"] is not None and any(key(o)[:2] == key(r)[:2] and key(o)[2] != 1.0 for o in gen):
+            fronts.setdefault(key(r)[:2], []).append((r["unigram_entropy"], r["gen_ppl"], key(r)[2]))
+    for (name, steps), pts in sorted(fronts.items()):
+        pts.sort()
+        ls = "-" if steps == args.start_steps else ":"
+        axes[2].plot([e for e, _, _ in pts], [g for _, g, _ in pts], "o" + ls, color=colour_of(name), ms=4, label=f"{name}, {steps} steps")
+        for e, g, t in pts:
+            axes[2].annotate(f"{t:g}", (e, g), fontsize=5, xytext=(2, 2), textcoords="offset points")
+    if ar:
+        axes[2].plot(ar[0]["unigram_entropy"], ar[0]["gen_ppl"], "k*", label="AR (ancestral)")
+    axes[2].set_yscale("log")
+    readable_log_ticks(axes[2], "y")
+    axes[2].set_xlabel("unigram entropy (nats; labels: temperature)")
+    axes[2].set_ylabel("generative perplexity (AR judge)")
+    axes[2].grid(True, which="both", alpha=0.3)
+    axes[2].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle("SDTT: teacher and students against sampling steps, and the perplexity-entropy frontier")
     fig.tight_layout()
     save_png(fig, args.out.with_suffix(".png"), bbox_inches="tight")
 
@@ -308,6 +333,8 @@ def main() -> None:
     p.add_argument("--ema", type=float, default=0.0)
     p.add_argument("--refresh", choices=["raw", "ema"], default="raw", help="the next round's teacher: the raw weights or the EMA")
     p.add_argument("--teacher-steps", type=int, nargs="*", default=[256, 1024], help="teacher step counts beyond the rounds' own")
+    p.add_argument("--temperatures", type=float, nargs="*", default=[0.9, 0.8, 0.7],
+                   help="sampling temperatures of extra rows (teacher at the first and last steps, last students): the perplexity-entropy frontier")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--n", type=int, default=128, help="samples per row")
     p.add_argument("--repeats", type=int, default=5)

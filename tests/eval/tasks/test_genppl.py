@@ -64,3 +64,29 @@ def test_gen_rejects_bad_input(ar_run, gpt2_judge):
         generative_perplexity(str(ar_run), str(gpt2_judge), n=2, length=999, progress=False)
     with pytest.raises(DlmError, match="at least 1"):
         generative_perplexity(str(ar_run), str(gpt2_judge), n=0, progress=False)
+
+
+def test_temperature_samples_are_the_samplers_own(ar_run, diffusion_runs, gpt2_judge):
+    """``temperature`` reaches the sampler: each row's ids are generate()'s with that option and the
+    same seed, labelled and recorded; it changes the samples (of at least one of these barely trained
+    models: a near-uniform one's draws hardly depend on it); a non-positive one is refused."""
+    from dlmkit.eval.judges import load_judge
+    from dlmkit.generate import Unconditional, generate
+    from dlmkit.hub.load import load
+
+    judge = load_judge(str(gpt2_judge))
+    changed = []
+    for run in [ar_run, *diffusion_runs.values()]:
+        model, _ = load(str(run), torch.device("cpu"))
+        rows = generative_perplexity(str(run), judge, n=4, steps=[3], length=12, batch_size=4, temperature=0.05,
+                                     return_samples=True, progress=False)["gen"]
+        plain = generative_perplexity(str(run), judge, n=4, steps=[3], length=12, batch_size=4, return_samples=True, progress=False)["gen"]
+        for row, base in zip(rows, plain):
+            assert row["temperature"] == 0.05 and row["sampling"].endswith("temperature 0.05")
+            options = {"temperature": 0.05, **({"top_p": 0.95} if "nucleus" in row["sampling"] else {})}
+            direct = generate(model, Unconditional(), 4, row["steps"] or 0, 4, 0, length=12, options=options, autocast=False)
+            assert row["token_ids"] == direct.tokens.tolist()
+            changed.append(row["token_ids"] != base["token_ids"])
+    assert any(changed)
+    with pytest.raises(DlmError, match="temperature"):
+        generative_perplexity(str(ar_run), judge, n=2, temperature=0.0, progress=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from dlmkit.checks import NON_NEGATIVE, POSITIVE, count_or_fraction, device, int_list, int_or_word, number
+from dlmkit.checks import NON_NEGATIVE, POSITIVE, POSITIVE_REAL, count_or_fraction, device, int_list, int_or_word, number
 from dlmkit.registry import lazy
 from dlmkit.eval.tasks.registry import TASKS, Task, register, reported
 
@@ -55,6 +55,8 @@ def _gen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length", type=number(POSITIVE), default=None, help="tokens per sample (default: the model's context)")
     p.add_argument("--batch-size", type=number(POSITIVE), default=16)
     p.add_argument("--judge-batch-size", type=number(POSITIVE), default=8)
+    p.add_argument("--temperature", type=number(POSITIVE_REAL, float), default=1.0,
+                   help="sampling temperature of every row (> 0; below 1: less diverse, lower perplexity)")
     p.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
     p.add_argument("--device", type=device, default=None)
     p.add_argument("--no-progress", action="store_true")

@@ -74,6 +74,7 @@ def generative_perplexity(
     judge_batch_size: int = 8,
     seed: int = 0,
     device: str | None = None,
+    temperature: float = 1.0,
     examples: int = 3,
     return_samples: bool = False,
     progress: bool = True,
@@ -81,11 +82,14 @@ def generative_perplexity(
     """Rows of generative perplexity + diversity, one per steps value (or AR sampling mode).
 
     ``model``: a checkpoint/run folder or a loaded ``(DlmModel, Tokenizer)`` pair; ``judge``: a
-    :func:`load_judge` spec or a loaded :class:`Judge`. With ``return_samples`` each row also
-    holds all ``texts`` and ``token_ids``.
+    :func:`load_judge` spec or a loaded :class:`Judge`. ``temperature`` divides the sampler's
+    logits (every row; below 1 trades diversity for perplexity, the frontier a fair comparison of
+    samplers is read on). With ``return_samples`` each row also holds all ``texts`` and ``token_ids``.
     """
     if n < 1:
         raise DlmError("--n must be at least 1")
+    if not temperature > 0:
+        raise DlmError(f"--temperature must be positive, got {temperature}")
     dev = resolve_device(device)
     net_model, tokenizer, name = _load(model, dev)
     check_lm_kind(net_model)
@@ -99,6 +103,8 @@ def generative_perplexity(
         if not steps or min(steps) < 1:
             raise DlmError("--steps must be positive integers")
         settings = [("default sampler", int(s), {}) for s in steps]
+    if temperature != 1.0:
+        settings = [(f"{label}, temperature {temperature:g}", s, {**options, "temperature": temperature}) for label, s, options in settings]
     rows = []
     for label, s, options in settings:
         ids, nfe, seconds = draw_samples(net_model, n, length, steps=s, seed=seed, batch_size=batch_size, options=options, progress=progress, desc=f"sample {label} steps={s}")
@@ -118,6 +124,7 @@ def generative_perplexity(
                 "n": n,
                 "length": length,
                 "seed": seed,
+                "temperature": temperature,
                 "precision": PRECISION,
                 **judge_obj.describe(),
                 "gen_ppl": agg["ppl"],
@@ -191,7 +198,8 @@ def plot_gen(rows: list[dict[str, Any]], path: Path) -> Path:
 def run_task(args: Any) -> dict[str, Any]:
     """``dlm eval gen``: one row per steps value (AR: plain and nucleus rows)."""
     return generative_perplexity(args.model, args.judge, n=args.n, steps=ints(args.steps), length=args.length, batch_size=args.batch_size,
-                                 judge_batch_size=args.judge_batch_size, seed=args.seed, device=args.device, progress=not args.no_progress)
+                                 judge_batch_size=args.judge_batch_size, seed=args.seed, device=args.device, temperature=args.temperature,
+                                 progress=not args.no_progress)
 
 
 def render_result(result: dict[str, Any]) -> str:
