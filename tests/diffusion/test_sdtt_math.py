@@ -206,6 +206,29 @@ def test_kl_of_an_unnormalised_target_keeps_its_mean_as_minimiser():
     assert torch.allclose(torch.softmax(logits.detach(), -1), mean, atol=1e-8)
 
 
+def test_rkl_over_draws_is_minimised_by_the_geometric_mean():
+    """Summed over draws of the target, the reverse KL is minimised by the normalised geometric mean
+    of the draws, not by their mean (the kl minimiser): it keeps what every draw finds likely, so a
+    student fit with it is sharper than the law it distils (the paper's mode seeking)."""
+    g = torch.Generator().manual_seed(3)
+    draws = torch.softmax(2 * torch.randn(4, 5, generator=g, dtype=D), -1)  # four targets of one position
+    logits = torch.zeros(1, 5, dtype=D, requires_grad=True)
+    opt = torch.optim.LBFGS([logits], max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16)
+
+    def closure():
+        opt.zero_grad()
+        loss = divergence("rkl", torch.log_softmax(logits, -1).expand(4, -1), draws).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    q = torch.softmax(logits.detach(), -1)[0]
+    geometric = torch.softmax(draws.log().mean(0), -1)
+    assert torch.allclose(q, geometric, atol=1e-7)
+    entropy = lambda p: -(p * p.log()).sum()
+    assert (q - draws.mean(0)).abs().max() > 0.05 and entropy(q) < entropy(draws.mean(0))
+
+
 def test_rounds_halve_the_steps():
     assert rounds_schedule(1024, 3) == [(1024, 512), (512, 256), (256, 128)]
     assert rounds_schedule(16, 4) == [(16, 8), (8, 4), (4, 2), (2, 1)]
