@@ -1,5 +1,6 @@
-"""Released SEDD / MDLM folders as the starting point of a run: `dlm train --init-from` and the
-student of `dlm distill tcs` (taught by a Hugging Face GPT-2 folder)."""
+"""Released SEDD / MDLM folders as the starting point of a run: `dlm train --init-from`, the
+student of `dlm distill tcs` (taught by a Hugging Face GPT-2 folder) and the teacher of
+`dlm distill sdtt`."""
 
 from __future__ import annotations
 
@@ -76,6 +77,24 @@ def test_train_init_from_mdlm_release(mdlm_release, text, tmp_path):
     release, _ = load_released(mdlm_release)
     assert tuned.config["backbone"]["fixed_cond"] == 0.0 and tok.vocab_size == 50258
     _same_function(tuned.net, release.net, 64, tok.mask_id, cond=False)
+
+
+def test_mdlm_release_as_sdtt_teacher(mdlm_release, text, tmp_path):
+    """The released MDLM folder teaches two SDTT rounds (4 -> 2 -> 1 steps); at learning rate 0 each
+    round's student is the release, function for function, and samples at its recorded steps."""
+    out = tmp_path / "sdtt_owt"
+    rc, res, err = _run(["distill", "sdtt", str(mdlm_release), "--data", str(text), "--out", str(out), "--rounds", "2",
+                         "--start-steps", "4", "--round-steps", "1", "--json", "--no-progress", *SMALL_RUN, "train.lr=0"])
+    assert rc == 0, err
+    assert res["kind"] == "mdlm" and res["recommended_steps"] == 1 and [r["student_steps"] for r in res["rounds"]] == [2, 1]
+    release, _ = load_released(mdlm_release)
+    for r in res["rounds"]:
+        student, tok = load_model(r["student"])
+        assert student.config["recommended_steps"] == r["student_steps"]
+        _same_function(student.net, release.net, 64, tok.mask_id, cond=False)
+    rc, res, err = _run(["sample", res["student"], "--n", "2", "--json"])
+    assert rc == 0, err
+    assert res["steps"] == 1 and len(res["texts"]) == 2
 
 
 def test_hf_causal_cannot_start_a_run(gpt2_hf, text, tmp_path):
