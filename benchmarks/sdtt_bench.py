@@ -91,7 +91,7 @@ def distill(args: argparse.Namespace, teacher: Path, variant: str) -> tuple[Path
     last = out / "students" / f"round_{args.rounds}"
     if not (last / "model.safetensors").is_file():
         argv = ["distill", "sdtt", str(teacher), "--out", str(out), "--rounds", str(args.rounds), "--start-steps", str(args.start_steps),
-                "--round-steps", str(args.round_steps), "--divergence", div, f"distill.sdtt.target={target}", "train.eval_every=0",
+                "--round-steps", str(args.round_steps), "--divergence", div, "--target", target, "train.eval_every=0",
                 f"train.save_every={args.round_steps // 2}", f"train.ema={args.ema}", f"distill.sdtt.refresh={args.refresh}", "train.warmup=20", f"train.lr={args.lr}",
                 "--no-progress"]
         if (out / "checkpoints").is_dir():

@@ -310,6 +310,8 @@ def _sdtt_options(sd: argparse.ArgumentParser) -> None:
     sd.add_argument("--start-steps", type=number(POSITIVE), default=None, help="the teacher's sampling steps in round 1 (default 64)")
     sd.add_argument("--round-steps", type=number(POSITIVE), default=None, help="training steps per round (default 1000)")
     sd.add_argument("--divergence", choices=("kl", "rkl", "mse", "tvd"), default=None, help="student-target divergence (default kl)")
+    sd.add_argument("--target", choices=("law", "reference"), default=None,
+                    help="law: the exact law of two teacher steps (default); reference: the paper code's target")
     sd.add_argument("--data", nargs="+", default=None, help="training text (default: a dlmkit teacher run's)")
     sd.add_argument("--resume", metavar="RUN", default=None, help="continue this distillation run exactly")
     sd.add_argument("--no-progress", action="store_true")
@@ -325,14 +327,14 @@ def cmd_distill_sdtt(args: argparse.Namespace) -> None:
     if args.out and not args.resume:
         check_output(args.out, "--out", folder=True)
     result = distill_sdtt(args.teacher, args.out, rounds=args.rounds, start_steps=args.start_steps, round_steps=args.round_steps,
-                          divergence=args.divergence, data=args.data, overrides=items, resume=args.resume,
+                          divergence=args.divergence, target=args.target, data=args.data, overrides=items, resume=args.resume,
                           progress=not args.no_progress)
 
     def human() -> None:
         for r in result["rounds"]:
             loss = f"{r['loss']:.4f}" if r["loss"] is not None else "n/a"
             print(f"round {r['round']}: {r['teacher_steps']} -> {r['student_steps']} steps, loss {loss}, student {r['student']}")
-        print(f"SDTT student ({result['divergence']}): {result['student']}, recommended steps {result['recommended_steps']}")
+        print(f"SDTT student ({result['target']} target, {result['divergence']}): {result['student']}, recommended steps {result['recommended_steps']}")
 
     _emit(args, result, human)
 

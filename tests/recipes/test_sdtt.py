@@ -72,8 +72,9 @@ def test_rounds_students_and_teacher_refresh(teacher, tmp_path, capsys, corpus, 
 
 
 def test_divergences_and_ema_refresh(teacher, tmp_path, capsys, one_thread):
-    for name in ("rkl", "mse", "tvd"):
-        rc, res, err = _run(capsys, _args(teacher, tmp_path / name, "--divergence", name, "distill.sdtt.target=reference", "--json"))
+    for name in ("rkl", "mse", "tvd"):  # the target by its flag and by its config key
+        target = ["--target", "reference"] if name == "rkl" else ["distill.sdtt.target=reference"]
+        rc, res, err = _run(capsys, _args(teacher, tmp_path / name, "--divergence", name, *target, "--json"))
         assert rc == 0, err
         assert res["divergence"] == name and res["target"] == "reference" and all(r["loss"] is not None and r["loss"] >= 0 for r in res["rounds"])
     rc, res, err = _run(capsys, _args(teacher, tmp_path / "ema", "distill.sdtt.refresh=ema", "--json"))

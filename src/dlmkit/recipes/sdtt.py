@@ -163,7 +163,7 @@ def _config(teacher: str) -> RunConfig:
 
 def distill_sdtt(
     teacher: str | None = None, out_dir: str | None = None, *, rounds: int | None = None, start_steps: int | None = None,
-    round_steps: int | None = None, divergence: str | None = None, data: list[str] | None = None,
+    round_steps: int | None = None, divergence: str | None = None, target: str | None = None, data: list[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (), resume: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """Distil (or resume distilling) an mdlm ``teacher`` (a dlmkit run or checkpoint, or a released
@@ -183,7 +183,8 @@ def distill_sdtt(
         if out_dir:
             cfg.out_dir = out_dir
     s = cfg.distill.sdtt
-    for name, value in (("rounds", rounds), ("start_steps", start_steps), ("round_steps", round_steps), ("divergence", divergence)):
+    for name, value in (("rounds", rounds), ("start_steps", start_steps), ("round_steps", round_steps), ("divergence", divergence),
+                        ("target", target)):
         if value is not None:
             setattr(s, name, value)
     if s.divergence not in DIVERGENCES:
