@@ -14,8 +14,11 @@ each skipped when its output exists under ``--work``:
 3. ``eval``: ``--n`` samples of 64 tokens per row (the same seed for every row), judged by the AR
    model (the same tokenizer, so the ids are scored directly), and the unigram entropy of the
    models' own tokens: the teacher at every power of two from the last student's steps to
-   ``--start-steps`` and at ``--teacher-steps``; each round's student at its own steps; the last
-   round's student at every power of two up to ``--start-steps``; the AR model (ancestral). Then
+   ``--start-steps`` and at ``--teacher-steps``, and with each of ``--samplers`` (a training-free
+   few-step alternative, e.g. confidence-ordered unmasking); each round's student at its own steps;
+   the last round's student at every power of two up to ``--start-steps``; the AR model
+   (ancestral); at each of ``--temperatures``, the teacher at its first and last steps and the last
+   students (the perplexity-entropy frontier, for comparisons at equal entropy). Then
    latency (seconds per sequence, medians of ``--repeats`` interleaved repeats, one thread) of the
    last student at its steps, the teacher at its start steps and AR with its KV cache, at batch 1
    and 32. Results: ``--out`` (JSON, rewritten after every row) and the same name as .png (the
@@ -100,11 +103,12 @@ def distill(args: argparse.Namespace, teacher: Path, variant: str) -> tuple[Path
     return out, None
 
 
-def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, label: str, temperature: float = 1.0) -> list[dict]:
+def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, label: str, temperature: float = 1.0,
+             sampler: str | None = None) -> list[dict]:
     from dlmkit.eval.tasks.genppl import generative_perplexity
 
     res = generative_perplexity(model, judge, n=args.n, steps=steps, batch_size=32, judge_batch_size=32, seed=args.seed,
-                                device="cpu", temperature=temperature, progress=False)
+                                device="cpu", temperature=temperature, sampler=sampler, progress=False)
     keep = ("sampling", "steps", "nfe", "n", "length", "gen_ppl", "gen_ppl_seq_mean", "judge_nll_per_token", "judge_nll_stderr",
             "unigram_entropy", "unique_unigram_fraction", "repetition_rate", "sample_seconds", "examples")
     return [{"model": label, "temperature": temperature, **{k: r[k] for k in keep}} for r in res["gen"]]
@@ -145,6 +149,12 @@ def evaluate(args: argparse.Namespace, runs: dict, sdtt_runs: dict, result: dict
     if todo:
         rows += gen_rows(runs["mdlm"], judge, todo, args, "teacher")
         write(args, result)
+    for sampler in args.samplers:  # a training-free few-step alternative, beside the students
+        label = f"teacher, {sampler} sampler"
+        todo = [args.start_steps >> r for r in range(args.rounds + 1) if (label, args.start_steps >> r, 1.0) not in done]
+        if todo:
+            rows += gen_rows(runs["mdlm"], judge, todo, args, label, sampler=sampler)
+            write(args, result)
     final = args.start_steps >> args.rounds
     cooled = [(t, "teacher", runs["mdlm"], k) for t in args.temperatures for k in (args.start_steps, final)]
     cooled += [(t, label, folder, k) for t in args.temperatures for label, folder, k in student_rows(args, sdtt_runs)
@@ -263,8 +273,8 @@ def plot(args: argparse.Namespace, result: dict) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    groups = ["teacher"] + [f"student {v}" for v in args.variants]  # one colour per group
-    group_of = lambda name: next(g for g in groups if name == g or name.startswith(g + " "))
+    groups = ["teacher"] + [f"teacher, {s} sampler" for s in args.samplers] + [f"student {v}" for v in args.variants]  # a colour each
+    group_of = lambda name: max((g for g in groups if name == g or name.startswith(g + " ")), key=len)
     colour_of = lambda name: colours[groups.index(group_of(name)) % len(colours)]
     plain = [r for r in gen if key(r)[2] == 1.0]
     ar = [r for r in plain if r["model"] == "ar"]
@@ -277,7 +287,7 @@ def plot(args: argparse.Namespace, result: dict) -> None:
             pts.sort()
             group = group_of(name)
             if len(pts) > 1:  # the teacher's and each last student's curve
-                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour_of(name), label=name if group == "teacher" else f"{group}, last round")
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour_of(name), label=name if group.startswith("teacher") else f"{group}, last round")
             else:
                 ax.plot(*pts[0], "s", color=colour_of(name), ms=4, label=f"{group}, each round at its steps" if name.endswith(" round 1") else None)
         if ar:
@@ -333,6 +343,7 @@ def main() -> None:
     p.add_argument("--ema", type=float, default=0.0)
     p.add_argument("--refresh", choices=["raw", "ema"], default="raw", help="the next round's teacher: the raw weights or the EMA")
     p.add_argument("--teacher-steps", type=int, nargs="*", default=[256, 1024], help="teacher step counts beyond the rounds' own")
+    p.add_argument("--samplers", nargs="*", default=["confidence"], help="other samplers of the teacher (rows at the rounds' steps)")
     p.add_argument("--temperatures", type=float, nargs="*", default=[0.9, 0.8, 0.7],
                    help="sampling temperatures of extra rows (teacher at the first and last steps, last students): the perplexity-entropy frontier")
     p.add_argument("--lr", type=float, default=1e-4)

@@ -90,3 +90,24 @@ def test_temperature_samples_are_the_samplers_own(ar_run, diffusion_runs, gpt2_j
     assert any(changed)
     with pytest.raises(DlmError, match="temperature"):
         generative_perplexity(str(ar_run), judge, n=2, temperature=0.0, progress=False)
+
+
+def test_sampler_by_name(ar_run, diffusion_runs, gpt2_judge):
+    """``sampler`` picks a diffusion kind's sampler: the rows' ids are generate()'s with it; an AR
+    model or an unknown name is a one-line error."""
+    from dlmkit.eval.judges import load_judge
+    from dlmkit.generate import Unconditional, generate
+    from dlmkit.hub.load import load
+
+    judge = load_judge(str(gpt2_judge))
+    run = diffusion_runs["mdlm"]
+    model, _ = load(str(run), torch.device("cpu"))
+    row = generative_perplexity(str(run), judge, n=4, steps=[3], length=12, batch_size=4, sampler="confidence",
+                                return_samples=True, progress=False)["gen"][0]
+    assert row["sampler"] == "confidence" and row["sampling"] == "sampler confidence"
+    direct = generate(model, Unconditional(), 4, 3, 4, 0, length=12, options={"sampler": "confidence"}, autocast=False)
+    assert row["token_ids"] == direct.tokens.tolist()
+    with pytest.raises(DlmError, match="token by token"):
+        generative_perplexity(str(ar_run), judge, n=2, sampler="confidence", progress=False)
+    with pytest.raises(DlmError, match="sampler"):
+        generative_perplexity(str(run), judge, n=2, steps=[2], sampler="nonesuch", progress=False)

@@ -57,6 +57,7 @@ def _gen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-batch-size", type=number(POSITIVE), default=8)
     p.add_argument("--temperature", type=number(POSITIVE_REAL, float), default=1.0,
                    help="sampling temperature of every row (> 0; below 1: less diverse, lower perplexity)")
+    p.add_argument("--sampler", default=None, help="a diffusion kind's sampler by name, as dlm sample --sampler (default: the kind's own)")
     p.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
     p.add_argument("--device", type=device, default=None)
     p.add_argument("--no-progress", action="store_true")

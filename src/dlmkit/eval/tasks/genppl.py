@@ -75,6 +75,7 @@ def generative_perplexity(
     seed: int = 0,
     device: str | None = None,
     temperature: float = 1.0,
+    sampler: str | None = None,
     examples: int = 3,
     return_samples: bool = False,
     progress: bool = True,
@@ -84,7 +85,8 @@ def generative_perplexity(
     ``model``: a checkpoint/run folder or a loaded ``(DlmModel, Tokenizer)`` pair; ``judge``: a
     :func:`load_judge` spec or a loaded :class:`Judge`. ``temperature`` divides the sampler's
     logits (every row; below 1 trades diversity for perplexity, the frontier a fair comparison of
-    samplers is read on). With ``return_samples`` each row also holds all ``texts`` and ``token_ids``.
+    samplers is read on). ``sampler``: a diffusion kind's sampler by name (``dlm sample --sampler``;
+    default: the kind's own). With ``return_samples`` each row also holds all ``texts`` and ``token_ids``.
     """
     if n < 1:
         raise DlmError("--n must be at least 1")
@@ -98,11 +100,13 @@ def generative_perplexity(
         raise DlmError(f"a sample of {length} tokens is longer than the model's context ({net_model.seq_len})")
     judge_obj = judge if isinstance(judge, Judge) else load_judge(judge, dev)
     if net_model.method.causal:
+        if sampler:
+            raise DlmError(f"--sampler {sampler}: an AR model samples token by token (its rows: ancestral and nucleus p={AR_NUCLEUS_P})")
         settings = [("ancestral", 0, {}), (f"nucleus p={AR_NUCLEUS_P}", 0, {"top_p": AR_NUCLEUS_P})]
     else:
         if not steps or min(steps) < 1:
             raise DlmError("--steps must be positive integers")
-        settings = [("default sampler", int(s), {}) for s in steps]
+        settings = [(f"sampler {sampler}" if sampler else "default sampler", int(s), {"sampler": sampler} if sampler else {}) for s in steps]
     if temperature != 1.0:
         settings = [(f"{label}, temperature {temperature:g}", s, {**options, "temperature": temperature}) for label, s, options in settings]
     rows = []
@@ -125,6 +129,7 @@ def generative_perplexity(
                 "length": length,
                 "seed": seed,
                 "temperature": temperature,
+                "sampler": options.get("sampler"),
                 "precision": PRECISION,
                 **judge_obj.describe(),
                 "gen_ppl": agg["ppl"],
@@ -199,7 +204,7 @@ def run_task(args: Any) -> dict[str, Any]:
     """``dlm eval gen``: one row per steps value (AR: plain and nucleus rows)."""
     return generative_perplexity(args.model, args.judge, n=args.n, steps=ints(args.steps), length=args.length, batch_size=args.batch_size,
                                  judge_batch_size=args.judge_batch_size, seed=args.seed, device=args.device, temperature=args.temperature,
-                                 progress=not args.no_progress)
+                                 sampler=args.sampler, progress=not args.no_progress)
 
 
 def render_result(result: dict[str, Any]) -> str:
