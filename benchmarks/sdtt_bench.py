@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -230,10 +231,23 @@ def evaluate_smollm2(args: argparse.Namespace, runs: dict, sdtt_runs: dict, resu
         write(args, result)
 
 
+def at_entropy(gen: list[dict], model: str, steps: int, entropy: float) -> float | None:
+    """``model``'s generative perplexity at ``steps`` and the given unigram entropy, read off its
+    temperature sweep (log-perplexity linear in entropy between the two nearest rows); None outside it."""
+    pts = sorted((r["unigram_entropy"], math.log(r["gen_ppl"])) for r in gen if r["model"] == model and r["steps"] == steps)
+    for (h0, g0), (h1, g1) in zip(pts, pts[1:]):
+        if h0 <= entropy <= h1 and h1 > h0:
+            return math.exp(g0 + (g1 - g0) * (entropy - h0) / (h1 - h0))
+    return None
+
+
 def summarise(args: argparse.Namespace, result: dict) -> None:
     """The issue's target: the student at 1/16 of the teacher's steps within 5% of the teacher's
-    generative perplexity at equal entropy (within 0.05 nats)."""
-    rows = {key(r)[:2]: r for r in result.get("gen", []) if key(r)[2] == 1.0}
+    generative perplexity at equal entropy (within 0.05 nats). Beside the plain figures, the teacher
+    at the student's entropy (its temperature sweep, where the rows cover it), at the start steps and
+    at the student's own."""
+    gen = result.get("gen", [])
+    rows = {key(r)[:2]: r for r in gen if key(r)[2] == 1.0}
     t = rows.get(("teacher", args.start_steps))
     if t is None:
         return
@@ -244,16 +258,22 @@ def summarise(args: argparse.Namespace, result: dict) -> None:
             s, tk = rows.get((f"student {variant} round {r + 1}", k)), rows.get(("teacher", k))
             if s is None:
                 continue
+            h = s["unigram_entropy"]
+            t_start_h, t_same_h = at_entropy(gen, "teacher", args.start_steps, h), at_entropy(gen, "teacher", k, h)
             out.append({"variant": variant, "round": r + 1, "steps": k, "fraction_of_teacher_steps": k / args.start_steps,
-                        "student_gen_ppl": s["gen_ppl"], "student_entropy": s["unigram_entropy"],
+                        "student_gen_ppl": s["gen_ppl"], "student_entropy": h,
                         "teacher_gen_ppl_same_steps": tk["gen_ppl"] if tk else None,
                         "teacher_entropy_same_steps": tk["unigram_entropy"] if tk else None,
                         "teacher_gen_ppl_start_steps": t["gen_ppl"], "teacher_entropy_start_steps": t["unigram_entropy"],
                         "gen_ppl_ratio": s["gen_ppl"] / t["gen_ppl"],
                         "log_ratio_stderr": (s["judge_nll_stderr"] ** 2 + t["judge_nll_stderr"] ** 2) ** 0.5,
                         "gen_ppl_ratio_same_steps": s["gen_ppl"] / tk["gen_ppl"] if tk else None,
-                        "entropy_gap": s["unigram_entropy"] - t["unigram_entropy"],
-                        "within_5pct_at_equal_entropy": s["gen_ppl"] <= 1.05 * t["gen_ppl"] and abs(s["unigram_entropy"] - t["unigram_entropy"]) <= 0.05})
+                        "entropy_gap": h - t["unigram_entropy"],
+                        "teacher_start_steps_at_student_entropy": t_start_h,
+                        "teacher_same_steps_at_student_entropy": t_same_h,
+                        "gen_ppl_ratio_at_equal_entropy": s["gen_ppl"] / t_start_h if t_start_h else None,
+                        "gen_ppl_ratio_same_steps_at_equal_entropy": s["gen_ppl"] / t_same_h if t_same_h else None,
+                        "within_5pct_at_equal_entropy": s["gen_ppl"] <= 1.05 * t["gen_ppl"] and abs(h - t["unigram_entropy"]) <= 0.05})
     result["target"] = out
 
 
@@ -378,7 +398,8 @@ def main() -> None:
         evaluate(args, runs, result["sdtt_runs"], result)
     if "smollm2" in args.stages:
         evaluate_smollm2(args, runs, result["sdtt_runs"], result)
-    result.setdefault("seconds", {})[" ".join(args.stages)] = time.time() - t0
+    seconds = result.setdefault("seconds", {})  # summed over the invocations that built the file
+    seconds[" ".join(args.stages)] = seconds.get(" ".join(args.stages), 0.0) + time.time() - t0
     write(args, result)
     plot(args, result)
 
