@@ -3,7 +3,7 @@ through time, generative perplexity and unigram entropy against steps, latency a
 
 Setting: the byte-level language-modelling setting of the README (Benchmarks, "Diffusion against AR at equal training tokens": byte tokens, 64-token
 blocks, the ``tiny`` preset at d_model 128; Austen + KJV + fortunes + TinyStories, 5% held out),
-with ``--train-steps`` for the teacher and the AR judge (the setting's 1500 by default). Stages,
+with ``--train-steps`` for the teacher and the AR judge (6000 by default: 12.3M tokens). Stages,
 each skipped when its output exists under ``--work``:
 
 1. ``prepare``: the data split, one byte tokenizer, the mdlm teacher and an AR model of the same
@@ -23,10 +23,13 @@ each skipped when its output exists under ``--work``:
    last student at its steps, the teacher at its start steps and AR with its KV cache, at batch 1
    and 32. Results: ``--out`` (JSON, rewritten after every row) and the same name as .png (the
    paper's Figure 1 analogue: perplexity and entropy against steps);
-4. ``smollm2`` (not by default): the same samples (same seeds) judged by SmolLM2-135M too.
+4. ``smollm2`` (not by default): the same samples (same seeds, temperature 1) judged by
+   SmolLM2-135M, best into a file of its own (it can run beside ``eval``).
 
-    OMP_NUM_THREADS=1 python benchmarks/sdtt_bench.py --work runs/sdtt --train-steps 6000 --rounds 4 \\
-        --start-steps 64 --round-steps 1000 --n 512 --out benchmarks/results/sdtt_lm_byte.json
+    ARGS="--work runs/sdtt --train-steps 6000 --rounds 4 --start-steps 64 --round-steps 1500 --lr 3e-4 \\
+          --ema 0.999 --refresh ema --n 512"
+    OMP_NUM_THREADS=1 python benchmarks/sdtt_bench.py $ARGS --out benchmarks/results/sdtt_lm_byte.json
+    OMP_NUM_THREADS=1 python benchmarks/sdtt_bench.py $ARGS --stages smollm2 --out benchmarks/results/sdtt_lm_byte_smollm2.json
 
 The GPU-scale command (the released MDLM-OWT checkpoint as teacher, its paper setting) is in the
 README's SDTT section.
@@ -56,6 +59,18 @@ def dlm(*argv: str) -> None:
     subprocess.run([sys.executable, "-m", "dlmkit.cli", *argv], check=True, env=env)
 
 
+def work_runs(args: argparse.Namespace) -> dict:
+    """Where ``prepare`` puts the teacher and AR runs and the data split, under ``--work``."""
+    return {"mdlm": str(args.work / "teacher"), "ar": str(args.work / "ar"), "train": str(args.work / "data" / "train"),
+            "heldout": str(args.work / "data" / "heldout")}
+
+
+def variant_run(args: argparse.Namespace, variant: str) -> Path:
+    """The SDTT run folder of one ``TARGET:DIVERGENCE`` variant, under ``--work``."""
+    target, div = variant.split(":")
+    return args.work / f"sdtt_{target}_{div}"
+
+
 def prepare(args: argparse.Namespace) -> dict:
     from discrete_lm import split_corpus
 
@@ -64,7 +79,7 @@ def prepare(args: argparse.Namespace) -> dict:
     from dlmkit.engine.config import load_config
 
     train_dir, held_dir = split_corpus(Path(args.data), args.work / "data", 0.05)
-    runs = {"mdlm": args.work / "teacher", "ar": args.work / "ar"}
+    runs = {kind: Path(work_runs(args)[kind]) for kind in ("mdlm", "ar")}
     shared = args.work / "tokenizer"
     if not (shared / "tokenizer.json").is_file():
         cfg = load_config("tiny", [*SETTING, f"data.train={train_dir}"])
@@ -91,7 +106,7 @@ def distill(args: argparse.Namespace, teacher: Path, variant: str) -> tuple[Path
     """One SDTT run per variant ``TARGET:DIVERGENCE`` (e.g. ``law:kl``, the default; ``reference:rkl``,
     the paper code's target with the reverse KL its README reports best)."""
     target, div = variant.split(":")
-    out = args.work / f"sdtt_{target}_{div}"
+    out = variant_run(args, variant)
     last = out / "students" / f"round_{args.rounds}"
     if not (last / "model.safetensors").is_file():
         argv = ["distill", "sdtt", str(teacher), "--out", str(out), "--rounds", str(args.rounds), "--start-steps", str(args.start_steps),
@@ -355,19 +370,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("runs/sdtt"))
     p.add_argument("--data", default=os.environ.get("DLM_SHARED_DATA", "../shared/data") + "/lm")
-    p.add_argument("--train-steps", type=int, default=1500, help="teacher and AR judge training steps")
+    p.add_argument("--train-steps", type=int, default=6000, help="teacher and AR judge training steps")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--start-steps", type=int, default=64)
-    p.add_argument("--round-steps", type=int, default=300)
+    p.add_argument("--round-steps", type=int, default=1500)
     p.add_argument("--variants", nargs="+", default=["law:kl", "reference:rkl"], help="TARGET:DIVERGENCE per SDTT run")
-    p.add_argument("--ema", type=float, default=0.0)
-    p.add_argument("--refresh", choices=["raw", "ema"], default="raw", help="the next round's teacher: the raw weights or the EMA")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--refresh", choices=["raw", "ema"], default="ema", help="the next round's teacher: the raw weights or the EMA")
     p.add_argument("--teacher-steps", type=int, nargs="*", default=[256, 1024], help="teacher step counts beyond the rounds' own")
     p.add_argument("--samplers", nargs="*", default=["confidence"], help="other samplers of the teacher (rows at the rounds' steps)")
     p.add_argument("--temperatures", type=float, nargs="*", default=[0.9, 0.8, 0.7],
                    help="sampling temperatures of extra rows (teacher at the first and last steps, last students): the perplexity-entropy frontier")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--n", type=int, default=128, help="samples per row")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--n", type=int, default=512, help="samples per row")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", nargs="+", default=["prepare", "distill", "eval"])
@@ -379,7 +394,7 @@ def main() -> None:
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"setting_overrides": SETTING}
     t0 = time.time()
-    runs = prepare(args) if "prepare" in args.stages else result["runs"]
+    runs = prepare(args) if "prepare" in args.stages else result.get("runs") or work_runs(args)
     result["runs"] = runs
     write(args, result)
     if "distill" in args.stages or "eval" in args.stages:
@@ -394,10 +409,11 @@ def main() -> None:
             result["distill_loss_per_round"][v] = {str(r): [m["loss"] for m in metrics if m.get("round") == r and "loss" in m][-1]
                                                    for r in range(1, args.rounds + 1) if any(m.get("round") == r for m in metrics)}
         write(args, result)
+    sdtt_runs = result.setdefault("sdtt_runs", {v: str(variant_run(args, v)) for v in args.variants})
     if "eval" in args.stages:
-        evaluate(args, runs, result["sdtt_runs"], result)
+        evaluate(args, runs, sdtt_runs, result)
     if "smollm2" in args.stages:
-        evaluate_smollm2(args, runs, result["sdtt_runs"], result)
+        evaluate_smollm2(args, runs, sdtt_runs, result)
     seconds = result.setdefault("seconds", {})  # summed over the invocations that built the file
     seconds[" ".join(args.stages)] = seconds.get(" ".join(args.stages), 0.0) + time.time() - t0
     write(args, result)
