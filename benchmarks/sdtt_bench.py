@@ -1,10 +1,11 @@
 """SDTT benchmark (issue 19): an mdlm teacher, its students after each round of self-distillation
 through time, generative perplexity and unigram entropy against steps, latency against AR.
 
-Setting: the byte-level language-modelling setting of the README (Benchmarks, "Diffusion against AR at equal training tokens": byte tokens, 64-token
-blocks, the ``tiny`` preset at d_model 128; Austen + KJV + fortunes + TinyStories, 5% held out),
-with ``--train-steps`` for the teacher and the AR judge (6000 by default: 12.3M tokens). Stages,
-each skipped when its output exists under ``--work``:
+Setting: the byte-level language-modelling setting of the README (Benchmarks, "Diffusion against
+AR at equal training tokens": byte tokens, 64-token blocks, the ``tiny`` preset at d_model 128;
+Austen + KJV + fortunes + TinyStories, 5% held out), with ``--train-steps`` for the teacher and the
+AR judge (6000 by default: 12.3M tokens). Stages, each skipped when its output exists under
+``--work``:
 
 1. ``prepare``: the data split, one byte tokenizer, the mdlm teacher and an AR model of the same
    setting (the judge of generative perplexity, and the AR side of the latency comparison);
@@ -111,8 +112,8 @@ def distill(args: argparse.Namespace, teacher: Path, variant: str) -> tuple[Path
     if not (last / "model.safetensors").is_file():
         argv = ["distill", "sdtt", str(teacher), "--out", str(out), "--rounds", str(args.rounds), "--start-steps", str(args.start_steps),
                 "--round-steps", str(args.round_steps), "--divergence", div, "--target", target, "train.eval_every=0",
-                f"train.save_every={args.round_steps // 2}", f"train.ema={args.ema}", f"distill.sdtt.refresh={args.refresh}", "train.warmup=20", f"train.lr={args.lr}",
-                "--no-progress"]
+                f"train.save_every={args.round_steps // 2}", f"train.ema={args.ema}", f"distill.sdtt.refresh={args.refresh}",
+                "train.warmup=20", f"train.lr={args.lr}", "--no-progress"]
         if (out / "checkpoints").is_dir():
             argv = ["distill", "sdtt", "--resume", str(out), "--no-progress"]
         return out, subprocess.Popen([sys.executable, "-m", "dlmkit.cli", *argv], env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -131,6 +132,7 @@ def gen_rows(model: str, judge, steps: list[int], args: argparse.Namespace, labe
 
 
 def key(row: dict) -> tuple:
+    """A generation row's identity: (model label, steps, temperature)."""
     return row["model"], row["steps"], row.get("temperature", 1.0)
 
 
@@ -205,7 +207,8 @@ def latency(args: argparse.Namespace, runs: dict, sdtt_runs: dict) -> list[dict]
     dev = torch.device("cpu")
     final = args.start_steps >> args.rounds
     first = next(iter(sdtt_runs.values()))
-    cases = {"student": (str(student_folder(first, args.rounds - 1)), final), "teacher": (runs["mdlm"], args.start_steps), "ar": (runs["ar"], 0)}
+    cases = {"student": (str(student_folder(first, args.rounds - 1)), final), "teacher": (runs["mdlm"], args.start_steps),
+             "ar": (runs["ar"], 0)}
     models = {name: load_model(folder, dev)[0] for name, (folder, _) in cases.items()}
     rows = []
     for batch in (1, 32):
@@ -313,7 +316,8 @@ def plot(args: argparse.Namespace, result: dict) -> None:
     colour_of = lambda name: colours[groups.index(group_of(name)) % len(colours)]
     plain = [r for r in gen if key(r)[2] == 1.0]
     ar = [r for r in plain if r["model"] == "ar"]
-    for ax, field, label in ((axes[0], "gen_ppl", "generative perplexity (AR judge)"), (axes[1], "unigram_entropy", "unigram entropy (nats)")):
+    panels = ((axes[0], "gen_ppl", "generative perplexity (AR judge)"), (axes[1], "unigram_entropy", "unigram entropy (nats)"))
+    for ax, field, label in panels:
         curves: dict[str, list[tuple[int, float]]] = {}
         for r in plain:
             if r["steps"] is not None:
@@ -322,9 +326,11 @@ def plot(args: argparse.Namespace, result: dict) -> None:
             pts.sort()
             group = group_of(name)
             if len(pts) > 1:  # the teacher's and each last student's curve
-                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour_of(name), label=name if group.startswith("teacher") else f"{group}, last round")
+                label_ = name if group.startswith("teacher") else f"{group}, last round"
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colour_of(name), label=label_)
             else:
-                ax.plot(*pts[0], "s", color=colour_of(name), ms=4, label=f"{group}, each round at its steps" if name.endswith(" round 1") else None)
+                label_ = f"{group}, each round at its steps" if name.endswith(" round 1") else None
+                ax.plot(*pts[0], "s", color=colour_of(name), ms=4, label=label_)
         if ar:
             ax.axhline(ar[0][field], color="k", ls="--", label="AR (ancestral)")
         ax.set_xscale("log", base=2)
@@ -380,7 +386,8 @@ def main() -> None:
     p.add_argument("--teacher-steps", type=int, nargs="*", default=[256, 1024], help="teacher step counts beyond the rounds' own")
     p.add_argument("--samplers", nargs="*", default=["confidence"], help="other samplers of the teacher (rows at the rounds' steps)")
     p.add_argument("--temperatures", type=float, nargs="*", default=[0.9, 0.8, 0.7],
-                   help="sampling temperatures of extra rows (teacher at the first and last steps, last students): the perplexity-entropy frontier")
+                   help="temperatures of extra rows (the teacher at its first and last steps, the last students): "
+                        "the perplexity-entropy frontier")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--n", type=int, default=512, help="samples per row")
     p.add_argument("--repeats", type=int, default=5)
