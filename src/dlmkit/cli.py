@@ -151,6 +151,7 @@ def _sample_options(s: argparse.ArgumentParser) -> None:
                    help="bd3lm: end each sample at its first generated end-of-text (the rest padded)")
     s.add_argument("--seed", type=number(NON_NEGATIVE), default=0)
     s.add_argument("--batch-size", type=number(POSITIVE), default=16)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal's stderr)")
     s.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     s.add_argument("--out", default=None, help="also write the samples to this file, one per line")
     s.add_argument("--src-file", default=None, help="seq2seq: generate a target for each source (jsonl {src[,trg]} or one a line)")
@@ -168,6 +169,12 @@ def _parse_infill(items: list[str]) -> list[tuple[int, str]]:
     return spans
 
 
+def _bar(args: argparse.Namespace) -> bool:
+    """A progress bar for `dlm sample`: on a terminal's stderr, unless --no-progress (the samples are the
+    output, so a log or a pipe gets none)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     """`dlm sample RUN`: free or conditioned samples; with ``--src-file``, targets for sources
     (diffuseq, or ar trained on pairs)."""
@@ -181,7 +188,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.src_file:
         result = sample_seq2seq(
             args.model, args.src_file, steps=args.steps or 128, candidates=args.candidates, mbr=args.mbr, seed=args.seed or 0,
-            batch_size=args.batch_size, device=args.device, options=options, out=args.out,
+            batch_size=args.batch_size, device=args.device, options=options, out=args.out, progress=_bar(args),
         )
 
         def human() -> None:
@@ -193,6 +200,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     result = sample_texts(
         args.model, n=args.n, length=args.length, steps=args.steps, seed=args.seed or 0, prefix=args.prefix, suffix=args.suffix,
         infill=_parse_infill(args.infill or []), batch_size=args.batch_size, device=args.device, options=options,
+        progress=_bar(args),
     )
     if args.out:
         write_text(args.out, "".join(t + "\n" for t in result["texts"]))

@@ -1,6 +1,7 @@
 """The `dlm` command end to end, in-process: JSON last lines and one-line errors."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,20 @@ def test_train_sample_eval_json(trained, corpus, capsys):
     row = last_json(out)["ppl"][0]
     assert row["kind"] == "ar" and not row["bound"] and row["ppl"] > 1 and row["sequences"] == 8
     assert row["ppl_seq_mean"] >= row["ppl"] - 1e-9  # Jensen
+
+
+def test_sample_progress_bar_and_no_progress(trained, capsys, monkeypatch):
+    """`dlm sample` shows a progress bar over its batches when stderr is a terminal (a log or a pipe
+    gets none); --no-progress turns it off; the samples are the same."""
+    argv = ["sample", str(trained), "--n", "4", "--batch-size", "2", "--length", "8", "--json"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and err == ""
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda self: True, raising=False)
+    code, bar_out, bar_err = run(capsys, *argv)
+    assert code == 0 and "sample:" in bar_err and "/2" in bar_err
+    code, quiet_out, quiet_err = run(capsys, *argv, "--no-progress")
+    assert code == 0 and quiet_err == ""
+    assert last_json(quiet_out)["token_ids"] == last_json(bar_out)["token_ids"] == last_json(out)["token_ids"]
 
 
 def test_resume_with_more_steps(trained, capsys):

@@ -84,8 +84,10 @@ def generate_targets(
     batch_size: int = 32,
     max_src_len: int = 0,
     options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """``candidates`` decoded targets per source from a loaded ``DlmModel``.
+    """``candidates`` decoded targets per source from a loaded ``DlmModel`` (``progress``: a bar
+    over each candidate's batches).
 
     AR: greedy when ``temperature == 0`` (the default for one candidate), options ``temperature``,
     ``top_k``, ``top_p``, ``use_cache``. Returns ``candidates`` ([source][k] texts), ``nfe``
@@ -114,7 +116,8 @@ def generate_targets(
     nfe = 0
     start = time.perf_counter()
     for k in range(candidates):  # candidate k draws from seed + k
-        res = generate(model, prompt, steps=steps, batch=batch_size, seed=seed + k, options=options, autocast=False)
+        res = generate(model, prompt, steps=steps, batch=batch_size, seed=seed + k, options=options, autocast=False,
+                       progress=progress, desc=f"candidate {k + 1}/{candidates}")
         nfe = max(nfe, res.nfe)
         texts = tokenizer.decode_batch([target_ids(model, r) for r in res.tokens.tolist()])
         for i, text in enumerate(texts):
@@ -145,6 +148,7 @@ def sample_seq2seq(
     out: str | None = None,
     max_src_len: int | None = None,
     limit: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Load a model, generate for every source of ``src_file`` and (with ``out``) write the result.
 
@@ -161,7 +165,7 @@ def sample_seq2seq(
     cap = run_max_src_len(model_path) if max_src_len is None else max_src_len
     source_cap(model.seq_len, cap)  # validate before sampling
     res = generate_targets(model, tokenizer, sources, steps=steps, candidates=candidates, seed=seed,
-                           batch_size=batch_size, max_src_len=cap, options=options)
+                           batch_size=batch_size, max_src_len=cap, options=options, progress=progress)
     cands = res.pop("candidates")
     if mbr:
         recover = mbr_decode(cands)

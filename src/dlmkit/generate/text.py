@@ -24,8 +24,9 @@ def sample_texts(
     batch_size: int = 16,
     device: str | None = None,
     options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Draw ``n`` samples from a model or run folder and decode them.
+    """Draw ``n`` samples from a model or run folder and decode them (``progress``: a bar over the batches).
 
     ``steps``: by default the ``recommended_steps`` a distilled model records in its config
     (e.g. an SDTT student's), else 128. Returns ``texts``, ``token_ids``, ``nfe`` (network calls
@@ -47,7 +48,7 @@ def sample_texts(
     prompt = Spans.from_text(tokenizer, length, prefix, suffix, infill)
     if isinstance(prompt, Spans):
         prompt.condition.check(length, model.method.vocab_size, model.method.specials.mask)
-    out = generate(model, prompt, n, steps, batch_size, seed, length=length, options=options)
+    out = generate(model, prompt, n, steps, batch_size, seed, length=length, options=options, progress=progress, desc="sample")
     ids = out.tokens.tolist()
     return {
         "model": str(model_path),
