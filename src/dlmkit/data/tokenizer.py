@@ -120,7 +120,7 @@ class Tokenizer:
         """Load a folder written by ``save``."""
         folder = Path(folder)
         meta_path = folder / SPECIALS_FILE
-        tok = _read_hf(folder)
+        tok = read_hf_tokenizer(folder)
         if not meta_path.is_file():
             raise DlmError(f"{meta_path} not found: not a tokenizer saved by dlmkit "
                            "(load a plain HF tokenizer folder with kind 'hf')")
@@ -214,11 +214,12 @@ def load_hf(folder: Path) -> Tokenizer:
     """A local HF tokenizer folder (``tokenizer.json``), reusing its own special tokens."""
     if (folder / SPECIALS_FILE).is_file():
         return Tokenizer.load(folder)
-    tok = _read_hf(folder)
-    return Tokenizer(tok, _resolve_specials(tok, _declared_specials(folder)))
+    tok = read_hf_tokenizer(folder)
+    return Tokenizer(tok, _resolve_specials(tok, declared_specials(folder)))
 
 
-def _read_hf(folder: Path) -> HFTokenizer:
+def read_hf_tokenizer(folder: Path) -> HFTokenizer:
+    """The ``tokenizers`` object of a Hugging Face folder's ``tokenizer.json`` (a one-line error if absent or bad)."""
     _require_folder(folder)
     path = folder / TOKENIZER_FILE
     if not path.is_file():
@@ -235,7 +236,7 @@ def _require_folder(folder: Path) -> None:
         raise DlmError(f"tokenizer folder {folder} not found")
 
 
-def _declared_specials(folder: Path) -> dict[str, str]:
+def declared_specials(folder: Path) -> dict[str, str]:
     """Special tokens a HF folder declares (``*_token`` keys), by HF key name without ``_token``."""
     declared: dict[str, str] = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):  # the map wins

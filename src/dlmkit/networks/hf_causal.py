@@ -26,7 +26,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 from torch import Tensor, nn
 
-from dlmkit.data.tokenizer import Tokenizer, _declared_specials, _read_hf
+from dlmkit.data.tokenizer import Tokenizer, declared_specials, read_hf_tokenizer
 from dlmkit.errors import DlmError
 
 
@@ -104,7 +104,7 @@ def _with_roles(tok: HFTokenizer, declared: dict[str, str]) -> Tokenizer:
 
 def tokenizer_from_folder(folder: Path) -> Tokenizer:
     """Kind ``hf``: the folder's ``tokenizer.json`` and the specials it declares (start token as above)."""
-    return _with_roles(_read_hf(folder), _declared_specials(folder))
+    return _with_roles(read_hf_tokenizer(folder), declared_specials(folder))
 
 
 def is_causal_lm_config(config: dict[str, Any]) -> bool:

@@ -42,7 +42,8 @@ AR_NUCLEUS_P = 0.95
 PRECISION = "network float32; categorical draws float64"
 
 
-def _load(model: Any, device: torch.device) -> tuple[Any, Any, str]:
+def load_for_eval(model: Any, device: torch.device) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name) from a model/run folder or an already loaded ``(DlmModel, Tokenizer)`` pair."""
     if isinstance(model, tuple):
         m, tok = model
         return m, tok, getattr(m, "name_or_path", m.kind)
@@ -93,7 +94,7 @@ def generative_perplexity(
     if not temperature > 0:
         raise DlmError(f"--temperature must be positive, got {temperature}")
     dev = resolve_device(device)
-    net_model, tokenizer, name = _load(model, dev)
+    net_model, tokenizer, name = load_for_eval(model, dev)
     check_lm_kind(net_model)
     length = length or net_model.seq_len
     if length > net_model.seq_len:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from dlmkit.errors import DlmError
-from dlmkit.eval.tasks.genppl import _load, check_lm_kind
+from dlmkit.eval.tasks.genppl import check_lm_kind, load_for_eval
 from dlmkit.eval.judges import Judge, load_judge
 from dlmkit.eval.metrics.mauve import DEFAULT_SEEDS, extract_features, mauve
 from dlmkit.eval.tasks.registry import ints
@@ -148,7 +148,7 @@ def mauve_eval(
     if prompt_tokens < 1 or continuation_tokens < 1:
         raise DlmError("--prompt-tokens and --continuation-tokens must be at least 1")
     dev = resolve_device(device)
-    net_model, tokenizer, name = _load(model, dev)
+    net_model, tokenizer, name = load_for_eval(model, dev)
     check_lm_kind(net_model)
     if prompt_tokens + continuation_tokens > net_model.seq_len:
         raise DlmError(f"prompt + continuation ({prompt_tokens + continuation_tokens} tokens) is longer than the model's context ({net_model.seq_len})")
