@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from dlmkit.cli import main
-from seq2seq_pairs import TINY  # tests/ is on sys.path via its conftest
+from kill_points import count_lines, wait_for_lines  # tests/ is on sys.path via its conftest
+from seq2seq_pairs import TINY
 
 # dropout on (the global RNG stream), the adversarial term on in stage 2 (the discriminator head),
 # a checkpoint at every step (many chances to be killed inside a write)
@@ -70,14 +71,10 @@ def _launch(teacher: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.is_file() else 0
-
-
 def test_sigkill_at_random_points_then_resume_is_bitwise_identical(dropout_teacher, tmp_path, one_thread):
     ref = tmp_path / "ref"
     assert main(_args(dropout_teacher, ref)) == 0
-    total = _lines(ref / "metrics.jsonl")
+    total = count_lines(ref / "metrics.jsonl")
     out = tmp_path / "killed"
     rng = random.Random(15)
     # kill once the metrics file reaches a random length (the run is then mid-way): the first time
@@ -86,11 +83,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(dropout_teach
     inside_write = 0
     for k, target in enumerate(targets):
         proc = _launch(dropout_teacher, out)
-        deadline = time.time() + 120
-        while _lines(out / "metrics.jsonl") < target:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.time() < deadline
-            time.sleep(0.0005)
+        wait_for_lines(proc, out / "metrics.jsonl", target)
         if k:
             wait_until = time.time() + 0.2
             while time.time() < wait_until and proc.poll() is None and not _checkpoint_write_in_progress(out):

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from dlmkit.cli import main
 from fixtures_runs import TINY
+from kill_points import count_lines, wait_for_lines
 
 SETS = ["train.save_every=1", "train.keep_last=2", "train.eval_every=2", "train.log_every=1", "model.dropout=0.1", "train.ema=0.9"]
 
@@ -113,10 +114,6 @@ def _bits(out: Path) -> tuple[bytes, list[dict], bytes]:
     return (out / "students" / "round_2" / "model.safetensors").read_bytes(), lines, (out / "teachers" / "round_2.safetensors").read_bytes()
 
 
-def _lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.is_file() else 0
-
-
 def _launch(teacher: Path, out: Path) -> subprocess.Popen:
     argv = ["distill", "sdtt", "--resume", str(out)] if (out / "checkpoints").is_dir() else _args(teacher, out)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -127,17 +124,13 @@ def _launch(teacher: Path, out: Path) -> subprocess.Popen:
 def test_sigkill_then_resume_is_bitwise_identical(teacher, tmp_path, one_thread):
     ref = tmp_path / "ref"
     assert main(_args(teacher, ref)) == 0
-    total = _lines(ref / "metrics.jsonl")
+    total = count_lines(ref / "metrics.jsonl")
     out = tmp_path / "killed"
     rng = random.Random(19)
     kills = 0
     for target in sorted(rng.sample(range(1, total), 3)):  # kills across the round boundary
         proc = _launch(teacher, out)
-        deadline = time.time() + 120
-        while _lines(out / "metrics.jsonl") < target:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.time() < deadline
-            time.sleep(0.0005)
+        wait_for_lines(proc, out / "metrics.jsonl", target)
         time.sleep(rng.uniform(0.0, 0.01))
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import yaml
 
@@ -212,6 +212,18 @@ def from_dict(cls: type, tree: dict[str, Any], prefix: str = "") -> Any:
     for key, value in tree.items():
         _set_field(obj, key, value, prefix)
     return obj
+
+
+def apply_run_options(cfg: RunConfig, overrides: Sequence[str] = (), data: Sequence[str] | None = None,
+                      out_dir: str | None = None) -> None:
+    """A new distillation run's command line on its config, in place: the ``key=value`` overrides,
+    then ``--data`` (training text) and ``--out`` (run folder), which win over them."""
+    for item in overrides:
+        apply_override(cfg, item)
+    if data:
+        cfg.data.train = list(data)
+    if out_dir:
+        cfg.out_dir = out_dir
 
 
 def apply_override(cfg: RunConfig, item: str) -> None:

@@ -32,7 +32,7 @@ from dlmkit.checks import check_config
 from dlmkit.data.corpus import resolve_paths
 from dlmkit.diffusion.graphs import Absorbing
 from dlmkit.diffusion.sdtt import DIVERGENCES, TARGETS, StepPair, divergence, rounds_schedule, rows_step, step_pairs, two_step_target
-from dlmkit.engine.config import RunConfig, apply_override, load_config
+from dlmkit.engine.config import RunConfig, apply_run_options, load_config
 from dlmkit.engine.distributed import barrier
 from dlmkit.engine.loop import Engine, resume_config
 from dlmkit.errors import DlmError
@@ -176,12 +176,7 @@ def distill_sdtt(
         if not teacher:
             raise DlmError("give the TEACHER: an mdlm run or checkpoint, or a released MDLM folder")
         cfg = _config(teacher)
-        for item in overrides:
-            apply_override(cfg, item)
-        if data:
-            cfg.data.train = list(data)
-        if out_dir:
-            cfg.out_dir = out_dir
+        apply_run_options(cfg, overrides, data, out_dir)
     s = cfg.distill.sdtt
     for name, value in (("rounds", rounds), ("start_steps", start_steps), ("round_steps", round_steps), ("divergence", divergence),
                         ("target", target)):

@@ -36,7 +36,7 @@ from dlmkit.diffusion.graphs import Absorbing
 from dlmkit.diffusion.masked import masked_nll_terms
 from dlmkit.diffusion.score_entropy import denoising_score_entropy, score_entropy
 from dlmkit.diffusion.tcs import ESTIMATORS, Target, estimate_target
-from dlmkit.engine.config import RunConfig, apply_override, load_config
+from dlmkit.engine.config import RunConfig, apply_run_options, load_config
 from dlmkit.engine.distributed import init_distributed
 from dlmkit.engine.loop import resume_config
 from dlmkit.hub.checkpoint import find_run_config
@@ -185,12 +185,7 @@ def distill_tcs(
                 raise DlmError(f"--kind {kind}: the student {student} is a {cfg.model.kind} model")
         elif cfg.model.kind == "ar" or kind:
             cfg.model.kind = kind or "mdlm"
-        for item in overrides:
-            apply_override(cfg, item)
-        if data:
-            cfg.data.train = list(data)
-        if out_dir:
-            cfg.out_dir = out_dir
+        apply_run_options(cfg, overrides, data, out_dir)
     check_config(cfg)
     d = cfg.distill
     if teacher:
