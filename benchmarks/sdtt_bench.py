@@ -263,7 +263,8 @@ def summarise(args: argparse.Namespace, result: dict) -> None:
     """The issue's target: the student at 1/16 of the teacher's steps within 5% of the teacher's
     generative perplexity at equal entropy (within 0.05 nats). Beside the plain figures, the teacher
     at the student's entropy (its temperature sweep, where the rows cover it), at the start steps and
-    at the student's own."""
+    at the student's own; and, for every other row the teacher's sweep at its steps covers, the same
+    comparison (``at_equal_entropy``)."""
     gen = result.get("gen", [])
     rows = {key(r)[:2]: r for r in gen if key(r)[2] == 1.0}
     t = rows.get(("teacher", args.start_steps))
@@ -293,6 +294,11 @@ def summarise(args: argparse.Namespace, result: dict) -> None:
                         "gen_ppl_ratio_same_steps_at_equal_entropy": s["gen_ppl"] / t_same_h if t_same_h else None,
                         "within_5pct_at_equal_entropy": s["gen_ppl"] <= 1.05 * t["gen_ppl"] and abs(h - t["unigram_entropy"]) <= 0.05})
     result["target"] = out
+    result["at_equal_entropy"] = [  # every other row against the teacher cooled to its entropy, at the same steps
+        {"model": r["model"], "steps": r["steps"], "temperature": key(r)[2], "gen_ppl": r["gen_ppl"], "entropy": r["unigram_entropy"],
+         "teacher_same_steps_at_entropy": tk, "gen_ppl_ratio": r["gen_ppl"] / tk}
+        for r in gen if r["model"] not in ("teacher", "ar")
+        for tk in [at_entropy(gen, "teacher", r["steps"], r["unigram_entropy"])] if tk]
 
 
 def plot(args: argparse.Namespace, result: dict) -> None:

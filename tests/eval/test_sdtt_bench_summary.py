@@ -39,3 +39,5 @@ def test_summary_compares_at_the_students_steps_and_entropy():
     assert t["gen_ppl_ratio_same_steps_at_equal_entropy"] == pytest.approx(36.0 / math.sqrt(32.0 * 40.0))
     assert t["log_ratio_stderr"] == pytest.approx(math.sqrt(2) * 0.01)
     assert t["within_5pct_at_equal_entropy"] is False
+    (entry,) = result["at_equal_entropy"]  # the student's row against the 4-step teacher cooled to its entropy
+    assert entry["gen_ppl_ratio"] == pytest.approx(t["gen_ppl_ratio_same_steps_at_equal_entropy"])
